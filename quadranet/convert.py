@@ -1,0 +1,266 @@
+"""Convert a first-order network into a QuadraNet V2 one, report what changed, and convert back.
+
+Like peft's LoRA tuner: the chosen layers are replaced in place by a wrapper that keeps the original
+layer (the primary term) and adds the quadratic term beside it; everything else is untouched, so any
+timm or torchvision model converts.
+"""
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+from dataclasses import asdict, dataclass
+from typing import Iterator, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from .layers import QuadraticAdapter, is_supported
+
+# Layer types that `targets` may name; anything else in `targets` is a glob over module names.
+LAYER_TYPES = ("auto", "depthwise", "spatial", "pointwise", "conv", "linear")
+
+
+def _is_depthwise(m: nn.Module) -> bool:
+    return isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
+
+
+def _is_spatial(m: nn.Module) -> bool:
+    return isinstance(m, nn.Conv2d) and any(k > 1 for k in m.kernel_size)
+
+
+def _type_matches(m: nn.Module, kind: str, has_depthwise: bool) -> bool:
+    if kind == "auto":  # as in QuadraNet: the depthwise spatial convs where there are any, else all spatial
+        return _is_spatial(m) and (_is_depthwise(m) or not has_depthwise)
+    if kind == "depthwise":
+        return _is_depthwise(m) and _is_spatial(m)
+    if kind == "spatial":
+        return _is_spatial(m)
+    if kind == "pointwise":
+        return isinstance(m, nn.Conv2d) and not _is_spatial(m)
+    if kind == "conv":
+        return isinstance(m, nn.Conv2d)
+    return isinstance(m, nn.Linear)
+
+
+def select_layers(model: nn.Module, targets: Union[str, Sequence[str], None] = None) -> list[str]:
+    """Names of the layers `targets` chooses.
+
+    `targets` holds layer types (one of LAYER_TYPES) and module-name globs (fnmatch, on the full dotted
+    name); a layer is chosen when it matches any of the types (default `auto`) and any of the globs
+    (default all). Each glob must choose at least one layer.
+    """
+    items = [targets] if isinstance(targets, str) else list(targets or [])
+    kinds = [t for t in items if t in LAYER_TYPES] or ["auto"]
+    globs = [t for t in items if t not in LAYER_TYPES]
+    candidates = [(n, m) for n, m in model.named_modules() if n and is_supported(m)]
+    has_dw = any(_is_depthwise(m) and _is_spatial(m) for _, m in candidates)
+    typed = [n for n, m in candidates if any(_type_matches(m, k, has_dw) for k in kinds)]
+    if not globs:
+        chosen = typed
+    else:
+        chosen = [n for n in typed if any(fnmatch.fnmatchcase(n, g) for g in globs)]
+        for g in globs:
+            if not any(fnmatch.fnmatchcase(n, g) for n in typed):
+                near = ", ".join(typed[:5]) + (", ..." if len(typed) > 5 else "")
+                raise ValueError(
+                    f"target pattern {g!r} matches no {'/'.join(kinds)} layer of {type(model).__name__}; "
+                    f"layer types are {LAYER_TYPES}, patterns are fnmatch globs over names such as: {near}"
+                )
+    if not chosen:
+        raise ValueError(f"targets={targets!r} select no layer of {type(model).__name__}")
+    return chosen
+
+
+def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def quadratize(
+    model: nn.Module,
+    rank: int = 4,
+    dilation: int = 2,
+    kernel_size: Optional[int] = 3,
+    kernel: str = "bilinear",
+    targets: Union[str, Sequence[str], None] = None,
+    memory_efficient: bool = False,
+    freeze_primary: bool = False,
+    sigma: float = 1.0,
+) -> nn.Module:
+    """Wrap the chosen layers of `model` in `QuadraticAdapter`s, in place, and return `model`.
+
+    At init the converted model computes exactly the original function (the quadratic term's output
+    projection is zero). `kernel_size=None` uses each layer's own kernel size.
+    """
+    if any(isinstance(m, QuadraticAdapter) for m in model.modules()):
+        raise ValueError(f"{type(model).__name__} is already quadratized; call unquadratize() first")
+    for name in select_layers(model, targets):
+        layer = model.get_submodule(name)
+        adapter = QuadraticAdapter(
+            layer, rank=rank, kernel_size=kernel_size, dilation=dilation, kernel=kernel, sigma=sigma,
+            memory_efficient=memory_efficient, freeze_primary=freeze_primary, name=name,
+        )
+        _set_submodule(model, name, adapter)
+    return model
+
+
+def unquadratize(model: nn.Module) -> nn.Module:
+    """Replace every `QuadraticAdapter` by its primary layer, in place: the plain first-order model.
+
+    A trained quadratic term cannot be merged into a linear layer, so it is dropped.
+    """
+    for name, m in list(model.named_modules()):
+        if isinstance(m, QuadraticAdapter):
+            if name:
+                _set_submodule(model, name, m.primary)
+            else:
+                return m.primary
+    return model
+
+
+def adapters(model: nn.Module) -> Iterator[tuple[str, QuadraticAdapter]]:
+    for name, m in model.named_modules():
+        if isinstance(m, QuadraticAdapter):
+            yield name, m
+
+
+def quadratic_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Parameters of the quadratic terms (A, B, P of every adapter)."""
+    return [p for _, a in adapters(model) for m in (a.quad_a, a.quad_b, a.quad_out) for p in m.parameters()]
+
+
+def mark_only_quadratic_trainable(model: nn.Module) -> nn.Module:
+    """Freeze everything but the quadratic terms (stage 1 of adaptation)."""
+    model.requires_grad_(False)
+    for p in quadratic_parameters(model):
+        p.requires_grad_(True)
+    return model
+
+
+@contextlib.contextmanager
+def quadratic_disabled(model: nn.Module):
+    """Within the block every adapter computes its primary layer alone."""
+    states = [(a, a.enabled) for _, a in adapters(model)]
+    try:
+        for a, _ in states:
+            a.enabled = False
+        yield model
+    finally:
+        for a, enabled in states:
+            a.enabled = enabled
+
+
+@dataclass
+class ConvertedLayer:
+    name: str
+    primary: str  # e.g. "Conv2d(96, 96, k=7, g=96)"
+    rank: int
+    kernel_size: Optional[tuple]
+    dilation: Optional[tuple]
+    params_primary: int
+    params_added: int
+    flops_added: int
+
+
+@dataclass
+class ConversionReport:
+    layers: list
+    params_model: int  # parameters of the converted model
+    params_added: int
+    flops_model: int  # FLOPs of one forward of the converted model at `input_size`
+    flops_added: int
+    input_size: tuple
+
+    @property
+    def params_overhead(self) -> float:
+        return self.params_added / (self.params_model - self.params_added)
+
+    @property
+    def flops_overhead(self) -> float:
+        return self.flops_added / (self.flops_model - self.flops_added)
+
+    def rows(self) -> list[dict]:
+        return [asdict(r) for r in self.layers]
+
+    def __str__(self) -> str:
+        return (f"{len(self.layers)} layers converted: +{self.params_added:,} params "
+                f"({100 * self.params_overhead:.2f}%), +{self.flops_added:,} FLOPs "
+                f"({100 * self.flops_overhead:.2f}%) at input {self.input_size}")
+
+
+def _count_flops(fn, *args) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        fn(*args)
+    return counter.get_total_flops()
+
+
+def conversion_report(model: nn.Module, input_size: Sequence[int] = (3, 224, 224)) -> ConversionReport:
+    """What `quadratize` changed in `model`: layers, parameters and FLOPs added at one input of `input_size`.
+
+    FLOPs are those torch's FlopCounterMode counts (2 per multiply-add of convolutions and matrix
+    products, per image); elementwise products are left out, as in the usual FLOP tables.
+    """
+    found = list(adapters(model))
+    if not found:
+        raise ValueError(f"{type(model).__name__} holds no QuadraticAdapter; call quadratize() first")
+    p = next(model.parameters())
+    x = torch.randn(1, *input_size, device=p.device, dtype=p.dtype)
+    inputs = {}
+    hooks = [a.register_forward_pre_hook(lambda m, args, n=name: inputs.__setitem__(n, args[0]))
+             for name, a in found]
+    was_training = model.training
+    model.eval()
+    try:
+        flops = _count_flops(model, x)
+        # an adapter adds exactly its quadratic term: count that on the input it saw
+        per_layer = {name: _count_flops(a.quadratic, inputs[name]) for name, a in found}
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    rows = []
+    for name, a in found:
+        prim = a.primary
+        desc = (f"Conv2d({prim.in_channels}, {prim.out_channels}, k={prim.kernel_size[0]}, g={prim.groups})"
+                if isinstance(prim, nn.Conv2d) else f"Linear({prim.in_features}, {prim.out_features})")
+        added = sum(q.numel() for m in (a.quad_a, a.quad_b, a.quad_out) for q in m.parameters())
+        rows.append(ConvertedLayer(name, desc, a.rank, a.kernel_size, a.dilation,
+                                   sum(q.numel() for q in prim.parameters()), added, per_layer[name]))
+    return ConversionReport(
+        layers=rows,
+        params_model=sum(q.numel() for q in model.parameters()),
+        params_added=sum(r.params_added for r in rows),
+        flops_model=flops,
+        flops_added=sum(per_layer.values()),
+        input_size=tuple(input_size),
+    )
+
+
+def load_first_order_state_dict(model: nn.Module, state_dict: dict, strict: bool = True) -> nn.Module:
+    """Load a first-order model's state dict into its quadratized version (primary terms get the weights).
+
+    Keys of converted layers are renamed `<layer>.<param>` -> `<layer>.primary.<param>`; shapes are checked
+    first, so a wrong state dict fails with one error naming the key, the shape found and the shape expected.
+    """
+    prefixes = [name + "." for name, _ in adapters(model)]
+    renamed = {}
+    for key, value in state_dict.items():
+        prefix = next((p for p in prefixes if key.startswith(p)), None)
+        renamed[key if prefix is None else prefix + "primary." + key[len(prefix):]] = value
+    own = model.state_dict()
+    for key, value in renamed.items():
+        if key in own and tuple(own[key].shape) != tuple(value.shape):
+            raise ValueError(f"state dict entry {key!r} has shape {tuple(value.shape)}; "
+                             f"{type(model).__name__} expects {tuple(own[key].shape)}")
+    quad_keys = {f"{p}{m}.weight" for p in prefixes for m in ("quad_a", "quad_b", "quad_out")}
+    missing = [k for k in own if k not in renamed and k not in quad_keys]
+    unexpected = [k for k in renamed if k not in own]
+    if strict and (missing or unexpected):
+        raise ValueError(f"state dict does not fit {type(model).__name__}: missing keys {missing[:5]}"
+                         f"{' ...' if len(missing) > 5 else ''}, unexpected keys {unexpected[:5]}"
+                         f"{' ...' if len(unexpected) > 5 else ''}")
+    model.load_state_dict(renamed, strict=False)
+    return model

@@ -1,0 +1,144 @@
+"""The QuadraNet V2 neuron: a pretrained first-order layer plus a low-rank atrous quadratic term.
+
+    y = primary(x) + P( k(A x, B x) )
+
+`primary` is the original `nn.Conv2d` / `nn.Linear`, kept untouched (Xu et al., arXiv 2405.03192).
+A and B produce `rank` factors per group of the primary layer: for a conv they are dilated ("atrous")
+convolutions with their own kernel size and dilation and the primary's stride and groups, so one grouped
+conv computes all factors in one launch; for a linear layer they are projections to `rank` features.
+P projects the factors back to the primary's output channels and is zero-initialised, so at init the
+layer computes exactly what the primary layer does, while A and B are random (as in LoRA, only one
+factor may be zero or nothing learns).
+"""
+from __future__ import annotations
+
+from typing import Optional, Union
+
+from torch import Tensor, nn
+
+from .product import ConvGeometry, check_kernel, quadratic_product
+
+
+def _pair(v) -> tuple:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def atrous_padding(primary: nn.Conv2d, kernel_size: tuple, dilation: tuple, name: str = "") -> Union[tuple, str]:
+    """Padding of a (kernel_size, dilation) factor conv so its output grid equals the primary's at any input size.
+
+    With the primary's stride s, both outputs have floor((H + 2p - d (k - 1) - 1) / s) + 1 rows, so
+    the factor needs 2 p_q - d_q (k_q - 1) == 2 p - d (k - 1): p_q must be a whole number >= 0.
+    """
+    where = f" for layer {name!r}" if name else ""
+    if isinstance(primary.padding, str):
+        if primary.padding == "same" and all(d * (k - 1) % 2 == 0 for k, d in zip(kernel_size, dilation)):
+            return "same"
+        if primary.padding == "valid":
+            pads = (0, 0)
+        else:
+            raise ValueError(
+                f"kernel_size={kernel_size} with dilation={dilation}{where} cannot keep a padding='same' "
+                f"layer's output size: dilation * (kernel_size - 1) must be even"
+            )
+    else:
+        pads = primary.padding
+    out = []
+    for p, k, d, kq, dq in zip(pads, primary.kernel_size, primary.dilation, kernel_size, dilation):
+        twice = 2 * p - d * (k - 1) + dq * (kq - 1)
+        if twice % 2 or twice < 0:
+            raise ValueError(
+                f"kernel_size={kernel_size} with dilation={dilation}{where} does not fit the layer "
+                f"(kernel {primary.kernel_size}, padding {primary.padding}, dilation {primary.dilation}): "
+                f"the factor's output size would differ; expected dilation * (kernel_size - 1) of the same "
+                f"parity as {d * (k - 1) - 2 * p} and at least {d * (k - 1) - 2 * p}"
+            )
+        out.append(twice // 2)
+    return tuple(out)
+
+
+class QuadraticAdapter(nn.Module):
+    """Wraps a first-order `nn.Conv2d` or `nn.Linear` (the primary term) and adds a rank-r quadratic term."""
+
+    def __init__(
+        self,
+        primary: Union[nn.Conv2d, nn.Linear],
+        rank: int = 4,
+        kernel_size: Optional[int] = 3,
+        dilation: int = 2,
+        kernel: str = "bilinear",
+        sigma: float = 1.0,
+        memory_efficient: bool = False,
+        freeze_primary: bool = False,
+        name: str = "",
+    ):
+        super().__init__()
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank <= 0:
+            raise ValueError(f"rank={rank!r} must be a positive integer")
+        check_kernel(kernel, sigma)
+        if not is_supported(primary):
+            raise TypeError(
+                f"layer {name!r} is a {type(primary).__name__}; expected a torch.nn.Conv2d (zero padding, no "
+                f"forward override) or torch.nn.Linear"
+            )
+        self.primary = primary
+        self.rank, self.kernel, self.sigma, self.memory_efficient = rank, kernel, sigma, memory_efficient
+        self.enabled = True  # False bypasses the quadratic term (see `quadranet.convert.quadratic_disabled`)
+        dev, dtype = primary.weight.device, primary.weight.dtype
+        if isinstance(primary, nn.Conv2d):
+            ks = _pair(primary.kernel_size[0] if kernel_size is None else kernel_size)
+            dil = _pair(dilation)
+            if any(k < 1 for k in ks) or any(d < 1 for d in dil):
+                raise ValueError(f"kernel_size={kernel_size!r} and dilation={dilation!r} must be >= 1")
+            padding = atrous_padding(primary, ks, dil, name)
+            g = primary.groups
+            factors = g * rank
+
+            def factor() -> nn.Conv2d:
+                return nn.Conv2d(primary.in_channels, factors, ks, primary.stride, padding, dil, g, bias=False,
+                                 device=dev, dtype=dtype)
+
+            self.quad_a, self.quad_b = factor(), factor()
+            self.quad_out = nn.Conv2d(factors, primary.out_channels, 1, groups=g, bias=False, device=dev, dtype=dtype)
+            self.kernel_size, self.dilation = ks, dil
+        else:
+            self.quad_a = nn.Linear(primary.in_features, rank, bias=False, device=dev, dtype=dtype)
+            self.quad_b = nn.Linear(primary.in_features, rank, bias=False, device=dev, dtype=dtype)
+            self.quad_out = nn.Linear(rank, primary.out_features, bias=False, device=dev, dtype=dtype)
+            self.kernel_size, self.dilation = None, None
+        nn.init.zeros_(self.quad_out.weight)
+        if freeze_primary:
+            primary.requires_grad_(False)
+
+    def _geometry(self) -> Optional[ConvGeometry]:
+        a = self.quad_a
+        return ConvGeometry(a.stride, a.padding, a.dilation, a.groups) if isinstance(a, nn.Conv2d) else None
+
+    def quadratic(self, x: Tensor) -> Tensor:
+        """The quadratic term alone, P(k(A x, B x))."""
+        q = quadratic_product(
+            x, self.quad_a.weight, None, self.quad_b.weight, None, self._geometry(),
+            self.kernel, self.sigma, self.memory_efficient,
+        )
+        return self.quad_out(q)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.primary(x)
+        if not self.enabled:
+            return y
+        q = self.quadratic(x)
+        if q.shape != y.shape:  # guards geometry we could not check at conversion time
+            raise RuntimeError(f"quadratic term has shape {tuple(q.shape)} but the primary output {tuple(y.shape)}")
+        return y + q
+
+    def extra_repr(self) -> str:
+        return (f"rank={self.rank}, kernel_size={self.kernel_size}, dilation={self.dilation}, "
+                f"kernel={self.kernel!r}, memory_efficient={self.memory_efficient}")
+
+
+def is_supported(layer: nn.Module) -> bool:
+    """True for `nn.Linear` and zero-padded `nn.Conv2d` whose forward is torch's own (not timm's Conv2dSame)."""
+    if isinstance(layer, nn.Linear):
+        return type(layer).forward is nn.Linear.forward
+    if isinstance(layer, nn.Conv2d):
+        return type(layer).forward is nn.Conv2d.forward and layer.padding_mode == "zeros"
+    return False

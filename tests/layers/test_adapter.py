@@ -1,0 +1,105 @@
+"""QuadraticAdapter: exact at init, learns, validates its options."""
+import pytest
+import torch
+from torch import nn
+
+from quadranet.layers import QuadraticAdapter
+
+CONVS = {
+    "depthwise": lambda: nn.Conv2d(8, 8, 7, padding=3, groups=8),
+    "depthwise_multiplier": lambda: nn.Conv2d(4, 8, 3, padding=1, groups=4),
+    "full_strided": lambda: nn.Conv2d(4, 6, 3, stride=2, padding=1),
+    "grouped": lambda: nn.Conv2d(8, 8, 3, padding=1, groups=2, bias=False),
+    "valid": lambda: nn.Conv2d(4, 4, 3, padding=0),
+    "same_string": lambda: nn.Conv2d(4, 4, 5, padding="same"),
+    "pointwise": lambda: nn.Conv2d(4, 8, 1),
+}
+
+
+@pytest.mark.parametrize("kernel", ["bilinear", "rbf"])
+@pytest.mark.parametrize("name", sorted(CONVS))
+def test_conv_adapter_exact_at_init_then_learns(name, kernel):
+    conv = CONVS[name]()
+    x = torch.randn(2, conv.in_channels, 15, 13)
+    ref = conv(x).detach()
+    adapter = QuadraticAdapter(conv, rank=3, kernel=kernel)
+    out = adapter(x)
+    assert torch.equal(out, ref)
+    out.square().sum().backward()
+    assert adapter.quad_out.weight.grad.abs().sum() > 0  # the zero factor receives a gradient
+    opt = torch.optim.SGD([adapter.quad_out.weight], lr=0.1)
+    opt.step()
+    adapter.zero_grad()
+    adapter(x).square().sum().backward()
+    assert adapter.quad_a.weight.grad.abs().sum() > 0 and adapter.quad_b.weight.grad.abs().sum() > 0
+    assert not torch.equal(adapter(x), ref)
+
+
+def test_linear_adapter_exact_at_init():
+    fc = nn.Linear(10, 6)
+    x = torch.randn(4, 3, 10)
+    adapter = QuadraticAdapter(fc, rank=2)
+    assert torch.equal(adapter(x), fc(x))
+    assert adapter.quad_a.weight.shape == (2, 10) and adapter.quad_out.weight.shape == (6, 2)
+
+
+def test_primary_is_kept_and_freezable():
+    conv = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+    w = conv.weight.detach().clone()
+    adapter = QuadraticAdapter(conv, freeze_primary=True)
+    assert adapter.primary is conv and torch.equal(conv.weight, w)
+    assert not conv.weight.requires_grad and adapter.quad_a.weight.requires_grad
+
+
+def test_factor_geometry():
+    adapter = QuadraticAdapter(nn.Conv2d(16, 16, 7, padding=3, groups=16), rank=4, kernel_size=3, dilation=3)
+    assert adapter.quad_a.weight.shape == (64, 1, 3, 3)  # one grouped conv computes all 4 factors per channel
+    assert adapter.quad_a.dilation == (3, 3) and adapter.quad_a.padding == (3, 3)
+    assert adapter.quad_out.weight.shape == (16, 4, 1, 1)
+
+
+@pytest.mark.parametrize("rank", [0, -2, 1.5, True])
+def test_bad_rank(rank):
+    with pytest.raises(ValueError, match=f"rank={rank!r}"):
+        QuadraticAdapter(nn.Conv2d(4, 4, 3, padding=1), rank=rank)
+
+
+def test_bad_kernel():
+    with pytest.raises(ValueError, match="kernel='cubic'.*bilinear"):
+        QuadraticAdapter(nn.Linear(4, 4), kernel="cubic")
+
+
+def test_kernel_size_that_does_not_fit():
+    # primary k=3, p=1 keeps H; an even kernel with dilation 1 cannot
+    with pytest.raises(ValueError, match=r"kernel_size=\(2, 2\).*does not fit"):
+        QuadraticAdapter(nn.Conv2d(4, 4, 3, padding=1), kernel_size=2, dilation=1, name="conv")
+
+
+def test_dilation_that_does_not_fit_a_valid_conv():
+    # a valid 5x5 conv shrinks H by 4; a 3x3 factor with dilation 1 can only shrink it by 2
+    with pytest.raises(ValueError, match=r"dilation=\(1, 1\).*at least 4"):
+        QuadraticAdapter(nn.Conv2d(4, 4, 5, padding=0), kernel_size=3, dilation=1)
+    fits = QuadraticAdapter(nn.Conv2d(4, 4, 5, padding=0), kernel_size=3, dilation=2)
+    assert fits(torch.randn(1, 4, 11, 11)).shape == (1, 4, 7, 7)
+
+
+def test_unsupported_layer():
+    with pytest.raises(TypeError, match="BatchNorm2d"):
+        QuadraticAdapter(nn.BatchNorm2d(4))
+    with pytest.raises(TypeError, match="Conv2d"):
+        QuadraticAdapter(nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"))
+
+
+def test_memory_efficient_adapter_matches():
+    conv = nn.Conv2d(6, 6, 5, padding=2, groups=6)
+    a = QuadraticAdapter(conv, rank=2)
+    nn.init.normal_(a.quad_out.weight)
+    b = QuadraticAdapter(nn.Conv2d(6, 6, 5, padding=2, groups=6), rank=2, memory_efficient=True)
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(2, 6, 9, 9)
+    ya, yb = a(x), b(x)
+    torch.testing.assert_close(ya, yb)
+    ya.sum().backward()
+    yb.sum().backward()
+    for (n, p), q in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=n)
