@@ -4,6 +4,7 @@ Paper: Xu, Wang, Yu, Xiong, Chen, "QuadraNet V2: Efficient and Sustainable Train
 Networks with Quadratic Adaptation", arXiv 2405.03192 (WACV 2026).
 """
 from .convert import (
+    adapters,
     conversion_report,
     load_first_order_state_dict,
     mark_only_quadratic_trainable,
@@ -18,7 +19,7 @@ from . import models  # noqa: F401  (registers the model families with timm)
 __version__ = "0.1.0"
 
 __all__ = [
-    "QuadraticAdapter", "QuadraticConv2d", "QuadraticLinear", "conversion_report", "load_first_order_state_dict",
+    "QuadraticAdapter", "QuadraticConv2d", "QuadraticLinear", "adapters", "conversion_report", "load_first_order_state_dict",
     "mark_only_quadratic_trainable", "pretrained", "quadratic_disabled", "quadratic_parameters",
     "quadratize", "unquadratize",
 ]

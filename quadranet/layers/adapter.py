@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Optional, Union
 
+from timm.layers import Conv2dSame
+from timm.layers.padding import pad_same
 from torch import Tensor, nn
 
 from .product import ConvGeometry, check_kernel, quadratic_product
@@ -78,7 +80,7 @@ class QuadraticAdapter(nn.Module):
         if not is_supported(primary):
             raise TypeError(
                 f"layer {name!r} is a {type(primary).__name__}; expected a torch.nn.Conv2d (zero padding, no "
-                f"forward override) or torch.nn.Linear"
+                f"forward override, or timm's Conv2dSame) or torch.nn.Linear"
             )
         self.primary = primary
         self.rank, self.kernel, self.sigma, self.memory_efficient = rank, kernel, sigma, memory_efficient
@@ -89,7 +91,10 @@ class QuadraticAdapter(nn.Module):
             dil = _pair(dilation)
             if any(k < 1 for k in ks) or any(d < 1 for d in dil):
                 raise ValueError(f"kernel_size={kernel_size!r} and dilation={dilation!r} must be >= 1")
-            padding = atrous_padding(primary, ks, dil, name)
+            # timm's TF-'SAME' convs (EfficientNet-Lite weights from TF) pad at run time to ceil(H / s) rows;
+            # the factors pad the same way for their own kernel, which gives the same grid.
+            self.tf_same = isinstance(primary, Conv2dSame)
+            padding = (0, 0) if self.tf_same else atrous_padding(primary, ks, dil, name)
             g = primary.groups
             factors = g * rank
 
@@ -105,6 +110,7 @@ class QuadraticAdapter(nn.Module):
             self.quad_b = nn.Linear(primary.in_features, rank, bias=False, device=dev, dtype=dtype)
             self.quad_out = nn.Linear(rank, primary.out_features, bias=False, device=dev, dtype=dtype)
             self.kernel_size, self.dilation = None, None
+            self.tf_same = False
         nn.init.zeros_(self.quad_out.weight)
         if freeze_primary:
             primary.requires_grad_(False)
@@ -115,6 +121,8 @@ class QuadraticAdapter(nn.Module):
 
     def quadratic(self, x: Tensor) -> Tensor:
         """The quadratic term alone, P(k(A x, B x))."""
+        if self.tf_same:
+            x = pad_same(x, self.kernel_size, self.quad_a.stride, self.dilation)
         q = quadratic_product(
             x, self.quad_a.weight, None, self.quad_b.weight, None, self._geometry(),
             self.kernel, self.sigma, self.memory_efficient,
@@ -136,9 +144,9 @@ class QuadraticAdapter(nn.Module):
 
 
 def is_supported(layer: nn.Module) -> bool:
-    """True for `nn.Linear` and zero-padded `nn.Conv2d` whose forward is torch's own (not timm's Conv2dSame)."""
+    """True for `nn.Linear` and zero-padded `nn.Conv2d` whose forward is torch's own or timm's Conv2dSame."""
     if isinstance(layer, nn.Linear):
         return type(layer).forward is nn.Linear.forward
     if isinstance(layer, nn.Conv2d):
-        return type(layer).forward is nn.Conv2d.forward and layer.padding_mode == "zeros"
+        return type(layer).forward in (nn.Conv2d.forward, Conv2dSame.forward) and layer.padding_mode == "zeros"
     return False

@@ -1,6 +1,9 @@
 """`quadranet_v2_<backbone>`: a first-order timm model, quadratized (QuadraNet V2, arXiv 2405.03192).
 
-With `pretrained=True` the primary terms hold the real offline weights of `quadranet.pretrained`.
+With `pretrained=True` the primary terms hold the real offline weights of `quadranet.pretrained`. A backbone
+that has such weights is always built in their architecture (e.g. efficientnet_lite0 -> timm
+tf_efficientnet_lite0, TF 'SAME' padding), with or without them, so scratch and adaptation runs compare
+the same network.
 Quadratization options (rank, dilation, kernel_size, kernel, targets, memory_efficient,
 freeze_primary, sigma) are taken from the keyword arguments; the rest go to `timm.create_model`.
 """
@@ -31,7 +34,10 @@ def quadranet_v2(backbone: str, pretrained: bool = False, **kwargs):
 
         model = load_pretrained(backbone, **kwargs)
     else:
-        model = timm.create_model(backbone, pretrained=False, **kwargs)
+        from .pretrained import PRETRAINED
+
+        arch = PRETRAINED[backbone].arch if backbone in PRETRAINED else backbone
+        model = timm.create_model(arch, pretrained=False, **kwargs)
     return quadratize(model, **quad)
 
 

@@ -1,6 +1,7 @@
 """QuadraticAdapter: exact at init, learns, validates its options."""
 import pytest
 import torch
+from timm.layers import Conv2dSame
 from torch import nn
 
 from quadranet.layers import QuadraticAdapter
@@ -13,6 +14,7 @@ CONVS = {
     "valid": lambda: nn.Conv2d(4, 4, 3, padding=0),
     "same_string": lambda: nn.Conv2d(4, 4, 5, padding="same"),
     "pointwise": lambda: nn.Conv2d(4, 8, 1),
+    "tf_same_strided": lambda: Conv2dSame(6, 6, 5, stride=2, groups=6),  # EfficientNet-Lite's TF convs
 }
 
 
@@ -103,3 +105,12 @@ def test_memory_efficient_adapter_matches():
     yb.sum().backward()
     for (n, p), q in zip(a.named_parameters(), b.parameters()):
         torch.testing.assert_close(p.grad, q.grad, msg=n)
+
+
+@pytest.mark.parametrize("size", [(16, 16), (15, 13), (7, 9)])
+def test_tf_same_factors_follow_the_primary_grid(size):
+    conv = Conv2dSame(6, 6, 3, stride=2, groups=6)
+    adapter = QuadraticAdapter(conv, rank=2, kernel_size=3, dilation=2)
+    nn.init.normal_(adapter.quad_out.weight)
+    x = torch.randn(1, 6, *size)
+    assert adapter.quadratic(x).shape == conv(x).shape == (1, 6, -(-size[0] // 2), -(-size[1] // 2))
