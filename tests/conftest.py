@@ -1,9 +1,12 @@
 import os
 
-import pytest
-import torch
-
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may wait on a model hub
+# One thread per process: tests start training subprocesses, and OpenMP threads spinning on shared
+# cores slow every process by orders of magnitude.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,184 @@
+"""Model and data of a run, built from its config.
+
+Methods (arXiv 2405.03192 and its baselines):
+- scratch: `model.arch` from random init; first-order, QuadraNet V1 (`quadranet_v1_*`), or with
+  `model.quadratic` the arch quadratized with random primary weights;
+- adapt: pretrained first-order weights -> quadratize -> train (QuadraNet V2);
+- finetune: the same pretrained weights, plain first-order training;
+- lora: the same layers get a linear low-rank adapter at the quadratic adapter's parameter budget.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from .. import convert
+from ..config import ConfigError, RunConfig
+from ..data import build_dataset
+from ..models.pretrained import PRETRAINED
+from ..models.pretrained import pretrained as offline_pretrained
+
+WEIGHTS = "model.safetensors"
+
+
+def resolve_arch(arch: str) -> str:
+    """The timm architecture of `arch`; names with offline weights map to the weights' architecture, so
+    scratch and adapted runs of a backbone train the same network."""
+    return PRETRAINED[arch].arch if arch in PRETRAINED else arch
+
+
+def _quad_kwargs(cfg: RunConfig) -> dict:
+    a = cfg.adapter
+    return dict(rank=a.rank, dilation=a.dilation, kernel_size=a.kernel_size, kernel=a.kernel, sigma=a.sigma,
+                targets=a.targets, memory_efficient=a.memory_efficient)
+
+
+def _create(arch: str, **kwargs) -> nn.Module:
+    try:
+        return timm.create_model(resolve_arch(arch), pretrained=False, **kwargs)
+    except RuntimeError as e:
+        if "Unknown model" in str(e):
+            raise ConfigError(f"model.arch={arch!r} is not a timm model; e.g. efficientnet_lite0, convnext_atto, "
+                              f"resnet18, quadranet_v1_tiny (timm.list_models() lists them)") from None
+        raise
+
+
+def weights_file(source: str) -> Path:
+    """model.pretrained as a file: a .safetensors file, or a run folder holding model.safetensors."""
+    path = Path(source)
+    path = path / WEIGHTS if path.is_dir() else path
+    if not path.is_file():
+        raise ConfigError(f"model.pretrained={source!r}: no such file or run folder with {WEIGHTS}; expected "
+                          f"'none', 'offline' or the --out folder of a finished first-order run")
+    return path
+
+
+def _load_run_weights(model: nn.Module, source: str) -> list[str]:
+    """Load a first-order run's weights; a head of another class count is left at its fresh init.
+    Returns the keys left at init."""
+    from safetensors.torch import load_file
+
+    path = weights_file(source)
+    state = load_file(str(path))
+    own = model.state_dict()
+    head = model.get_classifier()
+    prefix = next((n + "." for n, mod in model.named_modules() if mod is head), None)
+    head_keys = {k for k in own if prefix and k.startswith(prefix)}
+    fresh = sorted(k for k in head_keys if k in state and state[k].shape != own[k].shape)
+    state = {k: v for k, v in state.items() if k not in fresh}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    bad_missing = [k for k in missing if k not in fresh]
+    if bad_missing or unexpected:
+        raise ConfigError(f"model.pretrained={source!r} does not fit model.arch={model.__class__.__name__}: "
+                          f"missing {bad_missing[:5]}, unexpected {unexpected[:5]} (is it a first-order run?)")
+    return fresh
+
+
+def build_model(cfg: RunConfig, num_classes: int) -> tuple[nn.Module, dict]:
+    """The run's model and what happened building it (head re-initialised, LoRA rank chosen, ...)."""
+    m, info = cfg.model, {}
+    if cfg.method == "scratch":
+        return build_structure(cfg, num_classes), info
+    common = dict(num_classes=num_classes, drop_path_rate=m.drop_path_rate)
+    if cfg.data.channels != 3:
+        raise ConfigError(f"data.channels={cfg.data.channels} but pretrained weights take 3 channels; set data.channels=3")
+    if m.pretrained == "offline":
+        if m.arch not in PRETRAINED:
+            raise ConfigError(f"model.pretrained='offline' has weights for {sorted(PRETRAINED)}, not "
+                              f"model.arch={m.arch!r}; pretrain it with a first-order run and pass its folder")
+        model = offline_pretrained(m.arch, **common).train()
+        info["head_reinitialised"] = num_classes != 1000
+    else:
+        model = _create(m.arch, **common)
+        info["head_reinitialised"] = bool(_load_run_weights(model, m.pretrained))
+    if cfg.method == "adapt":
+        convert.quadratize(model, **_quad_kwargs(cfg))
+    elif cfg.method == "lora":
+        targets = cfg.adapter.targets
+        rank = cfg.adapter.lora_rank or convert.matched_lora_rank(model, cfg.adapter.rank, **_quad_kwargs(cfg))
+        convert.lora_adapt(model, rank=rank, targets=targets)
+        info["lora_rank"] = rank
+    return model, info
+
+
+def build_structure(cfg: RunConfig, num_classes: int) -> nn.Module:
+    """The network a run of `cfg` trains, at random init (to load that run's own weights into)."""
+    model = _create(cfg.model.arch, in_chans=cfg.data.channels, num_classes=num_classes,
+                    drop_path_rate=cfg.model.drop_path_rate)
+    if cfg.method == "adapt" or cfg.model.quadratic:
+        convert.quadratize(model, **_quad_kwargs(cfg))
+    elif cfg.method == "lora":
+        rank = cfg.adapter.lora_rank or convert.matched_lora_rank(model, cfg.adapter.rank, **_quad_kwargs(cfg))
+        convert.lora_adapt(model, rank=rank, targets=cfg.adapter.targets)
+    return model
+
+
+def parameter_groups(model: nn.Module) -> dict:
+    """The groups a stage may train (config.TRAINABLE): ids of their parameters."""
+    quadratic = {id(p) for p in convert.quadratic_parameters(model)}
+    lora = {id(p) for p in convert.lora_parameters(model)} if hasattr(convert, "lora_parameters") else set()
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    every = {id(p) for p in model.parameters()}
+    return {"all": every, "quadratic": quadratic, "lora": lora, "primary": every - quadratic - lora,
+            "head": {id(p) for p in head.parameters()} if head is not None else set()}
+
+
+DEFAULT_TRAINABLE = {"scratch": ["all"], "finetune": ["all"], "adapt": ["quadratic", "head"], "lora": ["lora", "head"]}
+
+
+def set_trainable(model: nn.Module, groups: list) -> int:
+    """Train exactly the union of `groups`; returns the number of trainable parameters."""
+    table = parameter_groups(model)
+    chosen = set().union(*(table[g] for g in groups))
+    n = 0
+    for p in model.parameters():
+        p.requires_grad_(id(p) in chosen)
+        n += p.numel() if id(p) in chosen else 0
+    if n == 0:
+        raise ConfigError(f"trainable={groups} selects no parameter of this model")
+    return n
+
+
+def build_data(cfg: RunConfig, model: nn.Module) -> tuple:
+    """(train set, eval set) of the run; images normalised as the model's pretrained_cfg says."""
+    d = cfg.data
+    if d.dataset == "fashion_mnist":
+        mean = std = None
+        if d.normalize == "model":
+            pc = getattr(model, "pretrained_cfg", {}) or {}
+            mean, std = pc.get("mean", (0.5,)), pc.get("std", (0.5,))
+            if d.channels == 1:
+                mean, std = (sum(mean) / len(mean),), (sum(std) / len(std),)
+        common = dict(resolution=d.resolution, channels=d.channels, mean=mean, std=std, classes=d.classes,
+                      val_size=d.val_size, split_seed=d.split_seed, shift=d.shift,
+                      shift_strength=d.shift_strength if d.shift else None, root=d.root)
+        train = build_dataset("fashion_mnist", "train", per_class=d.train_per_class, limit=d.train_limit,
+                              seed=d.split_seed, **common)
+        evals = build_dataset("fashion_mnist", d.eval_split, limit=d.eval_limit, seed=d.split_seed + 1, **common)
+        return train, evals
+    if d.shift or d.classes or d.train_per_class or d.train_limit or d.eval_limit:
+        raise ConfigError(f"data.shift/classes/train_per_class/train_limit/eval_limit apply to fashion_mnist only, "
+                          f"not data.dataset={d.dataset!r}")
+    from timm.data import resolve_data_config
+
+    tcfg = resolve_data_config({}, model=model)
+    tcfg["input_size"] = (3, d.resolution, d.resolution)
+    if d.normalize == "none":
+        tcfg.update(mean=(0.0,) * 3, std=(1.0,) * 3)
+    keep = {k: tcfg[k] for k in ("input_size", "crop_pct", "interpolation", "mean", "std")}
+    return (build_dataset(d.dataset, "train", root=d.root, **keep),
+            build_dataset(d.dataset, "val", root=d.root, **keep))
+
+
+def count_flops(model: nn.Module, input_size: tuple) -> int:
+    """Forward FLOPs of one image (torch FlopCounterMode: 2 per multiply-add)."""
+    p = next(model.parameters())
+    was = model.training
+    model.eval()
+    try:
+        return convert._count_flops(model, torch.randn(1, *input_size, device=p.device, dtype=p.dtype))
+    finally:
+        model.train(was)

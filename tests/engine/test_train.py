@@ -1,0 +1,181 @@
+"""`quadranet train` end to end on real Fashion-MNIST images with timm's tiny test_convnext (CPU, seconds)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from quadranet.config import load_config
+from quadranet.engine import checkpoint
+from quadranet.engine.train import NonFiniteLossError, train
+
+TINY = ["model.arch=test_convnext", "data.resolution=32", "data.train_per_class=8", "data.eval_limit=64",
+        "data.batch_size=16", "train.epochs=2", "train.progress=lines"]  # 80 images: 5 steps per epoch
+
+
+def cli(out, *overrides, check=True, **kwargs):
+    cmd = [sys.executable, "-m", "quadranet", "train", "--out", str(out), *TINY, *overrides]
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} failed:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def metrics(out):
+    return json.loads((Path(out) / "metrics.json").read_text())
+
+
+def log(out):
+    return [json.loads(line) for line in (Path(out) / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    """A finished first-order scratch run, used as the pretrained weights of later runs."""
+    out = tmp_path_factory.mktemp("runs") / "source"
+    cli(out, "train.log_every=2")
+    return out
+
+
+def test_scratch_run_writes_accounting_and_provenance(source):
+    m = metrics(source)
+    assert m["status"] == "complete" and m["method"] == "scratch" and m["steps"] == 10 and m["epochs"] == 2
+    assert 0 <= m["initial_acc1"] <= 100 and m["acc1"] > m["initial_acc1"]  # it learned something
+    assert m["acc5"] >= m["acc1"] and m["best_acc1"] >= m["acc1"] and m["eval_images"] == 64
+    sec = m["device_seconds"]
+    assert sec["train"] > 0 and sec["eval"] > 0 and sec["startup"] > 0
+    assert sec["total"] == pytest.approx(sec["train"] + sec["eval"] + sec["startup"], abs=0.01)
+    assert m["device_hours"] == pytest.approx(sec["total"] / 3600)
+    assert m["num_devices"] == 1 and m["device_type"] == "cpu"
+    assert m["params"] == m["trainable_params"] > 0 and m["params_added"] == 0 and m["flops"] > 0
+    p = m["provenance"]
+    assert p["config"]["model"]["arch"] == "test_convnext" and p["config_hash"] == m["config_hash"] and p["seed"] == 0
+    assert "quadranet train --out" in p["command"] and p["versions"]["torch"] == torch.__version__
+    assert p["hardware"]["cpu_count"] >= 1 and p["date"].startswith("20")
+    lines = log(source)
+    assert [r["event"] for r in lines].count("eval") == 3  # initial + one per epoch
+    steps = [r for r in lines if r["event"] == "step"]
+    assert [r["step"] for r in steps] == [2, 4, 5, 6, 8, 10]  # every 2 steps and each epoch's last
+    assert all(r["images_per_s"] > 0 and r["loss"] > 0 and r["lr"] > 0 for r in steps)
+    assert not (source / "checkpoints" / "last.pt").exists()  # removed once complete
+    assert (source / "model.safetensors").is_file() and (source / "config.yaml").is_file()
+
+
+def test_rerunning_a_complete_run_is_a_no_op(source):
+    before = (source / "metrics.json").read_text()
+    proc = cli(source, "train.log_every=2")
+    assert "is complete" in proc.stderr and (source / "metrics.json").read_text() == before
+    proc = cli(source, "train.lr=0.5", check=False)
+    assert proc.returncode == 2 and "holds a finished run with config hash" in proc.stderr
+
+
+def test_adapt_starts_at_the_pretrained_accuracy_and_trains_in_stages(source, tmp_path):
+    out = tmp_path / "adapt"
+    cli(out, "method=adapt", f"model.pretrained={source}", "adapter.rank=2",
+        "train.stages=[{epochs: 1, trainable: quadratic}, {epochs: 1, trainable: all, lr: 3e-4}]")
+    m, src = metrics(out), metrics(source)
+    assert m["initial_acc1"] == src["acc1"] and m["initial_acc5"] == src["acc5"]  # quadratic term is zero at init
+    assert m["params_added"] > 0 and m["params"] == src["params"] + m["params_added"]
+    assert m["trainable_params_stages"] == [m["params_added"], m["params"]]
+    assert m["head_reinitialised"] is False
+    stages = {r["stage"] for r in log(out) if r["event"] == "step"}
+    assert stages == {0, 1}
+
+
+def test_other_class_count_gets_a_fresh_head(source, tmp_path):
+    out = tmp_path / "ft"
+    cli(out, "method=finetune", f"model.pretrained={source}", "data.classes=[0, 1, 2]", "train.epochs=1",
+        "data.train_per_class=16")
+    m = metrics(out)
+    assert m["head_reinitialised"] is True and m["eval_images"] == 64
+
+
+def test_sigkill_mid_epoch_then_rerun_resumes_to_the_same_result(tmp_path):
+    args = ("train.epochs=3", "train.checkpoint_every=2", "train.log_every=1")
+    ref = tmp_path / "ref"
+    cli(ref, *args)
+    out = tmp_path / "killed"
+    # The run SIGKILLs itself right after writing the checkpoint of step 8, mid-epoch 2 (5 steps per
+    # epoch): deterministic, where a kill from outside would race a run this short.
+    killer = ("import os, signal, sys; from quadranet.engine import checkpoint as c; save = c.save_checkpoint\n"
+              "def save_then_die(d, state, **kw):\n"
+              "    save(d, state, **kw)\n"
+              "    if state['progress']['step'] == 8: os.kill(os.getpid(), signal.SIGKILL)\n"
+              "c.save_checkpoint = save_then_die\n"
+              "from quadranet.cli import main; sys.exit(main())")
+    cmd = [sys.executable, "-c", killer, "train", "--out", str(out), *TINY, *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["progress"]["step"] == 8
+    assert not (out / "metrics.json").exists()
+    cli(out, *args)
+    a, b = metrics(ref), metrics(out)
+    assert b["resumes"] == 1 and a["resumes"] == 0
+    for key in ("acc1", "acc5", "best_acc1", "initial_acc1", "steps", "images_seen"):
+        assert a[key] == b[key], key
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("wall_s", "device_s", "images_per_s", "peak_mem_mb")}
+                          for r in rows]
+    assert strip(log(ref)) == strip(log(out))  # the same losses, step by step, and no duplicated lines
+
+
+def test_corrupt_checkpoint_is_refused_and_kept(tmp_path):
+    ckpt = tmp_path / "run" / "checkpoints" / "last.pt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"not a checkpoint")
+    proc = cli(tmp_path / "run", check=False)
+    assert proc.returncode == 2 and "cannot be read" in proc.stderr and str(ckpt) in proc.stderr
+    assert ckpt.read_bytes() == b"not a checkpoint"
+
+
+def test_checkpoint_of_another_config_is_refused(tmp_path):
+    checkpoint.save_checkpoint(tmp_path, {"config_hash": "0123456789abcdef", "model": {}})
+    with pytest.raises(checkpoint.CheckpointError, match="config hash 0123456789abcdef, but this run's config hashes to abc"):
+        checkpoint.load_checkpoint(tmp_path, "abc")
+    assert checkpoint.load_checkpoint(tmp_path / "empty", "abc") is None
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    cfg = load_config(None, TINY + ["train.optimizer=sgd", "train.lr=1e12", "train.label_smoothing=0",
+                                    "train.checkpoint_every=1", "train.log_every=1", "train.progress=none"])
+    with pytest.raises(NonFiniteLossError, match="loss became (nan|inf) by step"):
+        train(cfg, tmp_path)
+    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_missing_data_says_how_to_install(tmp_path):
+    proc = cli(tmp_path / "run", f"data.root={tmp_path / 'nowhere'}", check=False)
+    assert proc.returncode == 2 and "apt-get install dataset-fashion-mnist" in proc.stderr
+
+
+def test_bad_key_is_one_clear_error(tmp_path):
+    proc = cli(tmp_path / "run", "train.lrr=1", check=False)
+    assert proc.returncode == 2 and "unknown config key 'train.lrr'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_one(tmp_path):
+    """Same global batch: 2 gloo ranks x 8 images follow the single process's loss curve (no BatchNorm in
+    test_convnext, so the only difference is the order of float sums)."""
+    args = ("train.log_every=1", "train.epochs=1")
+    single = tmp_path / "single"
+    cli(single, *args)
+    ddp = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
+           "-m", "quadranet", "train", "--out", str(ddp), *TINY, *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = metrics(single), metrics(ddp)
+    assert b["num_devices"] == 2 and b["device_seconds"]["train"] > 0
+    la = [r["loss"] for r in log(single) if r["event"] == "step"]
+    lb = [r["loss"] for r in log(ddp) if r["event"] == "step"]
+    assert len(la) == len(lb) == 5
+    assert lb == pytest.approx(la, rel=1e-4)  # stated tolerance: 1e-4 relative
+    assert b["acc1"] == pytest.approx(a["acc1"], abs=100 / 64 + 1e-9)  # at most one eval image flips
+    assert len([r for r in log(ddp) if r["event"] == "eval"]) == 2  # written once, by rank 0
