@@ -53,6 +53,7 @@ class Progress:
     seconds: dict = field(default_factory=dict)  # DeviceClock.seconds
     energy_joules: Optional[float] = None
     resumes: int = 0
+    trainable: list = field(default_factory=list)  # trainable parameters of each stage begun
     log: list = field(default_factory=list)  # every log line so far (log.jsonl is rewritten from it on resume)
 
 
@@ -254,11 +255,13 @@ def _run(cfg: RunConfig, out: Path, chash: str, info: DistInfo, command) -> dict
     amp = _amp_dtype(cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
-    net = model
-    if info.enabled:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.train.compile:
-        net = torch.compile(net)
+
+    def wrap() -> nn.Module:
+        """DDP (built per stage: it reduces the gradients of the parameters trainable when built) and compile."""
+        net = model
+        if info.enabled:
+            net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        return torch.compile(net) if cfg.train.compile else net
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -275,7 +278,7 @@ def _run(cfg: RunConfig, out: Path, chash: str, info: DistInfo, command) -> dict
 
     def run_eval(tag: str) -> dict:
         clock.start("eval")
-        result = evaluate(net, eval_set, cfg, device, info, amp)
+        result = evaluate(model, eval_set, cfg, device, info, amp)
         clock.stop()
         log.write({"event": "eval", "tag": tag, "step": progress.step, "epoch": progress.epoch,
                    "stage": progress.stage, **result, "device_s": clock.seconds["train"] + clock.seconds["eval"],
@@ -290,12 +293,12 @@ def _run(cfg: RunConfig, out: Path, chash: str, info: DistInfo, command) -> dict
                                   rank=info.rank, world_size=info.world_size, drop_last=True)
     steps_per_epoch = len(sampler)
     epoch_base = 0  # epochs of the stages before the current one
-    trainable_stages = []
     for s_idx, stage in enumerate(stages):
         if s_idx < progress.stage:
             epoch_base += stage.epochs
             continue
         trainable = set_trainable(model, stage.trainable)
+        net = wrap()
         lr = stage.lr or cfg.train.lr
         opt = make_optimizer(cfg, model, lr)
         total = stage.epochs * steps_per_epoch
@@ -304,7 +307,7 @@ def _run(cfg: RunConfig, out: Path, chash: str, info: DistInfo, command) -> dict
             opt.load_state_dict(state["optimizer"])
             scaler.load_state_dict(state["scaler"])
         progress.stage = s_idx
-        trainable_stages.append(trainable)
+        progress.trainable[s_idx:] = [trainable]
         for epoch in range(progress.epoch - epoch_base, stage.epochs):
             sampler.set_epoch(progress.epoch, start=progress.batch)
             log.open_bar(steps_per_epoch, progress.batch, f"stage {s_idx} epoch {progress.epoch}")
@@ -380,7 +383,7 @@ def _run(cfg: RunConfig, out: Path, chash: str, info: DistInfo, command) -> dict
         "device_seconds": seconds, "device_hours": seconds["total"] / 3600, "num_devices": info.world_size, "device_type": device.type,
         "energy_joules": energy.update(), "energy_source": energy.source,
         "peak_mem_mb": accounting.peak_memory_mb(device),
-        "params": params, "trainable_params": trainable, "trainable_params_stages": trainable_stages,
+        "params": params, "trainable_params": trainable, "trainable_params_stages": progress.trainable,
         "params_added": added, "flops": flops,
         "input_size": list(input_size), "resumes": progress.resumes, **build_info,
         "provenance": accounting.provenance(cfg.to_dict(), chash, cfg.seed, info.world_size, device.type, command),

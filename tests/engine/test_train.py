@@ -162,8 +162,8 @@ def test_bad_key_is_one_clear_error(tmp_path):
 @pytest.mark.slow
 def test_ddp_two_processes_match_one(tmp_path):
     """Same global batch: 2 gloo ranks x 8 images follow the single process's loss curve (no BatchNorm in
-    test_convnext, so the only difference is the order of float sums)."""
-    args = ("train.log_every=1", "train.epochs=1")
+    test_convnext, so the only difference is the order of float sums), across a change of trainable set."""
+    args = ("train.log_every=1", "train.stages=[{epochs: 1, trainable: head}, {epochs: 1, trainable: all}]")
     single = tmp_path / "single"
     cli(single, *args)
     ddp = tmp_path / "ddp"
@@ -175,7 +175,7 @@ def test_ddp_two_processes_match_one(tmp_path):
     assert b["num_devices"] == 2 and b["device_seconds"]["train"] > 0
     la = [r["loss"] for r in log(single) if r["event"] == "step"]
     lb = [r["loss"] for r in log(ddp) if r["event"] == "step"]
-    assert len(la) == len(lb) == 5
+    assert len(la) == len(lb) == 10
     assert lb == pytest.approx(la, rel=1e-4)  # stated tolerance: 1e-4 relative
     assert b["acc1"] == pytest.approx(a["acc1"], abs=100 / 64 + 1e-9)  # at most one eval image flips
-    assert len([r for r in log(ddp) if r["event"] == "eval"]) == 2  # written once, by rank 0
+    assert len([r for r in log(ddp) if r["event"] == "eval"]) == 3  # written once, by rank 0
