@@ -97,11 +97,17 @@ def build_model(cfg: RunConfig, num_classes: int) -> tuple[nn.Module, dict]:
     if cfg.method == "adapt":
         convert.quadratize(model, **_quad_kwargs(cfg))
     elif cfg.method == "lora":
-        targets = cfg.adapter.targets
-        rank = cfg.adapter.lora_rank or convert.matched_lora_rank(model, cfg.adapter.rank, **_quad_kwargs(cfg))
-        convert.lora_adapt(model, rank=rank, targets=targets)
-        info["lora_rank"] = rank
+        info["lora_rank"] = _lora_rank(cfg, model)
+        convert.lora_adapt(model, rank=info["lora_rank"], targets=cfg.adapter.targets)
     return model, info
+
+
+def _lora_rank(cfg: RunConfig, model: nn.Module) -> int:
+    """adapter.lora_rank, else the LoRA rank adding as many parameters as the quadratic adapter would."""
+    if cfg.adapter.lora_rank:
+        return cfg.adapter.lora_rank
+    kwargs = _quad_kwargs(cfg)
+    return convert.matched_lora_rank(model, kwargs.pop("rank"), **kwargs).rank
 
 
 def build_structure(cfg: RunConfig, num_classes: int) -> nn.Module:
@@ -111,15 +117,14 @@ def build_structure(cfg: RunConfig, num_classes: int) -> nn.Module:
     if cfg.method == "adapt" or cfg.model.quadratic:
         convert.quadratize(model, **_quad_kwargs(cfg))
     elif cfg.method == "lora":
-        rank = cfg.adapter.lora_rank or convert.matched_lora_rank(model, cfg.adapter.rank, **_quad_kwargs(cfg))
-        convert.lora_adapt(model, rank=rank, targets=cfg.adapter.targets)
+        convert.lora_adapt(model, rank=_lora_rank(cfg, model), targets=cfg.adapter.targets)
     return model
 
 
 def parameter_groups(model: nn.Module) -> dict:
     """The groups a stage may train (config.TRAINABLE): ids of their parameters."""
     quadratic = {id(p) for p in convert.quadratic_parameters(model)}
-    lora = {id(p) for p in convert.lora_parameters(model)} if hasattr(convert, "lora_parameters") else set()
+    lora = {id(p) for p in convert.lora_parameters(model)}
     head = model.get_classifier() if hasattr(model, "get_classifier") else None
     every = {id(p) for p in model.parameters()}
     return {"all": every, "quadratic": quadratic, "lora": lora, "primary": every - quadratic - lora,

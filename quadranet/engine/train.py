@@ -233,9 +233,7 @@ def _run(cfg: RunConfig, out: Path, chash: str, info: DistInfo, command) -> dict
     params = sum(p.numel() for p in model.parameters())
     from .. import convert
 
-    added = sum(p.numel() for p in convert.quadratic_parameters(model))
-    if hasattr(convert, "lora_parameters"):
-        added += sum(p.numel() for p in convert.lora_parameters(model))
+    added = sum(p.numel() for p in convert.quadratic_parameters(model) + convert.lora_parameters(model))
     flops = count_flops(model, input_size)
     stages = stages_of(cfg)
     progress = Progress()

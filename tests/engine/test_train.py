@@ -179,3 +179,19 @@ def test_ddp_two_processes_match_one(tmp_path):
     assert lb == pytest.approx(la, rel=1e-4)  # stated tolerance: 1e-4 relative
     assert b["acc1"] == pytest.approx(a["acc1"], abs=100 / 64 + 1e-9)  # at most one eval image flips
     assert len([r for r in log(ddp) if r["event"] == "eval"]) == 3  # written once, by rank 0
+
+
+def test_lora_run_at_matched_budget_and_eval_reproduces_it(source, tmp_path):
+    out = tmp_path / "lora"
+    cli(out, "method=lora", f"model.pretrained={source}", "train.epochs=1")
+    m = metrics(out)
+    assert m["initial_acc1"] == metrics(source)["acc1"]  # B is zero at init
+    assert m["lora_rank"] >= 1 and m["trainable_params"] == m["params_added"] + 650  # + the head (64 * 10 + 10)
+    again = subprocess.run([sys.executable, "-m", "quadranet", "eval", "--run", str(out), "--out", str(tmp_path / "e.json")],
+                           capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads((tmp_path / "e.json").read_text())["acc1"] == m["acc1"]
+    shifted = subprocess.run([sys.executable, "-m", "quadranet", "eval", "--run", str(out), "data.shift=invert_range",
+                              "data.shift_strength=1", "--out", str(tmp_path / "s.json")], capture_output=True, text=True)
+    assert shifted.returncode == 0, shifted.stderr[-2000:]
+    assert json.loads((tmp_path / "s.json").read_text())["overrides"] == ["data.shift=invert_range", "data.shift_strength=1"]
