@@ -7,19 +7,23 @@ from .convert import (
     adapters,
     conversion_report,
     load_first_order_state_dict,
+    lora_adapt,
+    matched_lora_rank,
+    unlora,
     mark_only_quadratic_trainable,
     quadratic_disabled,
     quadratic_parameters,
     quadratize,
     unquadratize,
 )
-from .layers import QuadraticAdapter, QuadraticConv2d, QuadraticLinear
+from .layers import LowRankAdapter, QuadraticAdapter, QuadraticConv2d, QuadraticLinear
 from . import models  # noqa: F401  (registers the model families with timm)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "QuadraticAdapter", "QuadraticConv2d", "QuadraticLinear", "adapters", "conversion_report", "load_first_order_state_dict",
+    "LowRankAdapter", "QuadraticAdapter", "QuadraticConv2d", "QuadraticLinear", "adapters", "conversion_report",
+    "load_first_order_state_dict", "lora_adapt", "matched_lora_rank", "unlora",
     "mark_only_quadratic_trainable", "pretrained", "quadratic_disabled", "quadratic_parameters",
     "quadratize", "unquadratize",
 ]

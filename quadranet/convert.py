@@ -7,14 +7,15 @@ timm or torchvision model converts.
 from __future__ import annotations
 
 import contextlib
+import copy
 import fnmatch
 from dataclasses import asdict, dataclass
-from typing import Iterator, Optional, Sequence, Union
+from typing import Iterator, NamedTuple, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
-from .layers import QuadraticAdapter, is_supported
+from .layers import LowRankAdapter, QuadraticAdapter, is_supported
 
 # Layer types that `targets` may name; anything else in `targets` is a glob over module names.
 LAYER_TYPES = ("auto", "depthwise", "spatial", "pointwise", "conv", "linear")
@@ -264,3 +265,91 @@ def load_first_order_state_dict(model: nn.Module, state_dict: dict, strict: bool
                          f"{' ...' if len(unexpected) > 5 else ''}")
     model.load_state_dict(renamed, strict=False)
     return model
+
+
+# ---- The linear baseline: low-rank (LoRA) adapters on the same layers, at a matched parameter budget ----
+
+
+def lora_adapt(
+    model: nn.Module,
+    rank: int = 4,
+    targets: Union[str, Sequence[str], None] = None,
+    kernel_size: Optional[int] = None,
+    dilation: Optional[int] = 1,
+    freeze_primary: bool = False,
+) -> nn.Module:
+    """Wrap the layers `targets` chooses (as in `quadratize`) in `LowRankAdapter`s, in place; return `model`.
+
+    Exact at init (B is zero). `kernel_size=None` / `dilation=None` give A each layer's own kernel size /
+    dilation: then the adapter can be merged (`unlora`); dilation 1 equals that on undilated layers. All
+    adapters are built before any layer is replaced, so an error leaves `model` as it was.
+    """
+    for name, m in model.named_modules():
+        if isinstance(m, (QuadraticAdapter, LowRankAdapter)):
+            raise ValueError(f"{type(model).__name__} is already adapted ({type(m).__name__} at {name!r}); "
+                             f"call unquadratize() or unlora() first")
+    new = {name: LowRankAdapter(model.get_submodule(name), rank=rank, kernel_size=kernel_size, dilation=dilation,
+                                name=name)
+           for name in select_layers(model, targets)}
+    for name, adapter in new.items():
+        if freeze_primary:
+            adapter.primary.requires_grad_(False)
+        _set_submodule(model, name, adapter)
+    return model
+
+
+def lora_adapters(model: nn.Module) -> Iterator[tuple[str, LowRankAdapter]]:
+    for name, m in model.named_modules():
+        if isinstance(m, LowRankAdapter):
+            yield name, m
+
+
+def lora_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Parameters of the low-rank terms (A, B of every LowRankAdapter)."""
+    return [p for _, a in lora_adapters(model) for m in (a.lora_a, a.lora_b) for p in m.parameters()]
+
+
+def unlora(model: nn.Module, merge: bool = True) -> nn.Module:
+    """Replace every `LowRankAdapter` by a plain layer, in place: with `merge`, one computing primary + B A
+    (ValueError where A's kernel or dilation differ from the primary's); else the primary alone (B A dropped)."""
+    found = list(lora_adapters(model))
+    plain = {name: a.merge() if merge else a.primary for name, a in found}  # merge all first: fail atomically
+    for name, layer in plain.items():
+        if not name:
+            return layer
+        _set_submodule(model, name, layer)
+    return model
+
+
+class MatchedRank(NamedTuple):
+    rank: int  # the LoRA rank
+    lora_params: int  # parameters lora_adapt adds at that rank
+    quadratic_params: int  # parameters quadratize adds at the quadratic rank
+    lora_params_per_rank: int  # one rank step
+
+
+def matched_lora_rank(
+    model: nn.Module,
+    quadratic_rank: int,
+    targets: Union[str, Sequence[str], None] = None,
+    *,
+    lora_kernel_size: Optional[int] = None,
+    lora_dilation: Optional[int] = 1,
+    **quadratic_kwargs,
+) -> MatchedRank:
+    """The LoRA rank whose added parameters are closest to those `quadratize(model, quadratic_rank, targets,
+    **quadratic_kwargs)` adds (ties go to the smaller rank). `model` is not changed (both are counted on copies).
+
+    Both adapters add parameters proportional to their rank on the same layers, so the closest rank is
+    round(quadratic / per-rank LoRA count), at least 1.
+    """
+    if isinstance(quadratic_rank, bool) or not isinstance(quadratic_rank, int) or quadratic_rank <= 0:
+        raise ValueError(f"quadratic_rank={quadratic_rank!r} must be a positive integer")
+    quad = quadratize(copy.deepcopy(model), rank=quadratic_rank, targets=targets, **quadratic_kwargs)
+    q = sum(p.numel() for p in quadratic_parameters(quad))
+    del quad
+    one = lora_adapt(copy.deepcopy(model), rank=1, targets=targets, kernel_size=lora_kernel_size,
+                     dilation=lora_dilation)
+    step = sum(p.numel() for p in lora_parameters(one))
+    rank = max(1, min((q // step, q // step + 1), key=lambda r: (abs(r * step - q), r)))
+    return MatchedRank(rank, rank * step, q, step)

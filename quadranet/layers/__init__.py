@@ -1,9 +1,11 @@
-"""Quadratic building blocks: V1 neurons, the V2 adapter, and the (memory-efficient) quadratic product."""
+"""Quadratic building blocks: V1 neurons, the V2 adapter, the (memory-efficient) quadratic product,
+and the linear low-rank (LoRA) baseline."""
 from .adapter import QuadraticAdapter, atrous_padding, is_supported
+from .lora import LowRankAdapter
 from .product import KERNELS, ConvGeometry, QuadraticProductFn, quadratic_product
 from .quadratic import QuadraticConv2d, QuadraticLinear
 
 __all__ = [
-    "KERNELS", "ConvGeometry", "QuadraticAdapter", "QuadraticConv2d", "QuadraticLinear",
+    "KERNELS", "ConvGeometry", "LowRankAdapter", "QuadraticAdapter", "QuadraticConv2d", "QuadraticLinear",
     "QuadraticProductFn", "atrous_padding", "is_supported", "quadratic_product",
 ]

@@ -1,0 +1,372 @@
+"""`quadranet bench`: train-step and inference speed of a first-order model and its quadratic variants.
+
+In the manner of timm's `benchmark.py`: every variant of one base model runs in the same process, on
+the same device, layout and precision (design.md section 4), with warm-up steps, then `steps` timed
+steps on fresh random inputs, timed with CUDA events on a GPU and `perf_counter` on the CPU; we report
+the median step time, its interquartile range and images/s, and the ratio to the first-order model's
+median step time in the same mode. Memory: `peak_mem_mb` is `torch.cuda.max_memory_allocated` over
+the timed steps (GPU only); `saved_for_backward_mb` is what autograd holds for one train step's
+backward (`quadranet.memory.saved_tensor_bytes`, parameters included), measured on any device.
+
+Variants: `first_order` (the timm model), `adapted` (quadratize, all trainable), `adapted_frozen`
+(primary terms frozen: the quadratic terms and the unconverted layers, the head included, train),
+`adapted_memeff` (memory-efficient quadratic product), `v1` (QuadraNet V1 `quadranet_v1_<size>`),
+`lora` / `lora_frozen` (the linear low-rank baseline at the matched parameter budget).
+`--layer` instead benchmarks one ConvNeXt-like depthwise layer: the bare conv and its quadratic
+adapter with the plain and the memory-efficient product (forward+backward, and forward alone).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import io
+from .convert import lora_adapt, matched_lora_rank, quadratize
+from .memory import saved_tensor_bytes
+
+VARIANTS = ("first_order", "adapted", "adapted_frozen", "adapted_memeff", "v1", "lora", "lora_frozen")
+LAYER_VARIANTS = ("first_order", "adapted", "adapted_memeff")
+MODES = ("train", "infer")
+COLUMNS = ("model", "variant", "mode", "batch", "input_size", "device", "threads", "dtype", "channels_last", "compile",
+           "images_per_s", "step_ms", "step_ms_iqr", "peak_mem_mb", "saved_for_backward_mb", "params",
+           "trainable_params", "rank", "ratio_vs_first_order")
+SHOWN = ("model", "variant", "mode", "rank", "images_per_s", "step_ms", "step_ms_iqr", "ratio_vs_first_order",
+         "peak_mem_mb", "saved_for_backward_mb", "trainable_params")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} but no CUDA device is available")
+    return device
+
+
+def _positive(**values) -> None:
+    for k, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < (0 if k == "warmup" else 1):
+            raise ValueError(f"{k}={v!r} must be an integer >= {0 if k == 'warmup' else 1}")
+
+
+def _chosen(values: Sequence[str], allowed: Sequence[str], what: str) -> list:
+    bad = [v for v in values if v not in allowed]
+    if bad or not values:
+        raise ValueError(f"{what} {bad or list(values)!r} not known; expected some of {list(allowed)}")
+    return list(dict.fromkeys(values))
+
+
+def time_steps(step: Callable, make_inputs: Callable[[], tuple], steps: int, warmup: int,
+               device: torch.device) -> np.ndarray:
+    """Seconds of each of `steps` calls `step(*make_inputs())` after `warmup` untimed ones.
+
+    Inputs are made outside the timed region. On a GPU each step sits between two CUDA events, read
+    after one final synchronisation; peak memory statistics are reset after warm-up.
+    """
+    for _ in range(warmup):
+        step(*make_inputs())
+    if device.type != "cuda":
+        out = []
+        for _ in range(steps):
+            args = make_inputs()
+            t0 = time.perf_counter()
+            step(*args)
+            out.append(time.perf_counter() - t0)
+        return np.array(out)
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    events = []
+    for _ in range(steps):
+        args = make_inputs()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        step(*args)
+        end.record()
+        events.append((start, end))
+    torch.cuda.synchronize(device)
+    return np.array([s.elapsed_time(e) / 1e3 for s, e in events])
+
+
+def _measure(net: nn.Module, make_inputs: Callable[[], tuple], loss_fn: Callable, modes: Sequence[str], *,
+             device: torch.device, amp_dtype: Optional[torch.dtype], compile: bool, steps: int, warmup: int,
+             optimizer: Optional[str]) -> list[dict]:
+    """One row per mode: `train` = forward + backward (+ optimizer step unless `optimizer` is None),
+    `infer` = forward under no_grad. `loss_fn(output, target)` gives the training loss."""
+    fwd = torch.compile(net) if compile else net
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    opt = None
+
+    def autocast():
+        return torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
+
+    def train_step(x, t):
+        with autocast():
+            loss = loss_fn(fwd(x), t)
+        loss.backward()
+        if opt is not None:
+            opt.step()
+        net.zero_grad(set_to_none=True)
+
+    def infer_step(x, t):
+        with torch.no_grad(), autocast():
+            fwd(x)
+
+    rows = []
+    for mode in modes:
+        net.train(mode == "train")
+        x, t = make_inputs()
+        saved = 0
+        if mode == "train":  # on the eager model: saved-tensor hooks do not see inside compiled graphs
+            with autocast():
+                saved, loss = saved_tensor_bytes(lambda x=x, t=t: loss_fn(net(x), t))
+            del loss
+            if optimizer is not None:  # made here so that infer rows hold no optimizer state
+                opt = (torch.optim.SGD(trainable, lr=1e-4, momentum=0.9) if optimizer == "sgd"
+                       else torch.optim.AdamW(trainable, lr=1e-4))
+        times = time_steps(train_step if mode == "train" else infer_step, make_inputs, steps, warmup, device)
+        opt = None
+        q1, med, q3 = np.percentile(times, [25, 50, 75])
+        rows.append(dict(
+            mode=mode, batch=x.shape[0], images_per_s=x.shape[0] / med, step_ms=1e3 * med, step_ms_iqr=1e3 * (q3 - q1),
+            peak_mem_mb=torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan"),
+            saved_for_backward_mb=saved / 2**20, params=sum(p.numel() for p in net.parameters()),
+            threads=torch.get_num_threads(),
+            trainable_params=sum(p.numel() for p in trainable),
+        ))
+    return rows
+
+
+@contextlib.contextmanager
+def _setup(device: torch.device):
+    """cudnn autotuning on for the benchmark, restored after."""
+    old = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = device.type == "cuda"
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = old
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _options(device: str, dtype: str, channels_last: Optional[bool], compile: bool, warmup: int, input_size: int):
+    """(device, autocast dtype or None, memory format, the row columns describing the set-up)."""
+    if compile and warmup < 1:
+        raise ValueError(f"warmup={warmup} with compile: at least one warm-up step must compile the network")
+    dev = resolve_device(device)
+    if dtype == "auto":
+        dtype = "bfloat16" if dev.type == "cuda" else "float32"
+    if dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"dtype={dtype!r} is not supported; expected auto, float32 or bfloat16")
+    amp = torch.bfloat16 if dtype == "bfloat16" else None  # bf16 autocast; weights stay fp32
+    if channels_last is None:
+        channels_last = dev.type == "cuda"
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+    meta = dict(input_size=input_size, device=device_name, dtype=dtype, channels_last=channels_last, compile=compile)
+    return dev, amp, fmt, meta
+
+
+def _with_ratios(rows: list[dict]):
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    base = df[df.variant == "first_order"].set_index("mode").step_ms
+    df["ratio_vs_first_order"] = df.step_ms / df["mode"].map(base)
+    return df[[c for c in COLUMNS if c in df] + [c for c in df if c not in COLUMNS]]
+
+
+def _v1_size(model: str, v1_size: Optional[str]) -> str:
+    from .models import QUADRANET_V1_CONFIGS
+
+    size = v1_size or model.removeprefix("convnext_")
+    if size not in QUADRANET_V1_CONFIGS:
+        raise ValueError(f"the v1 variant of {model!r} needs v1_size (--v1-size), one of {list(QUADRANET_V1_CONFIGS)}")
+    return size
+
+
+def build_variant(model: str, variant: str, base: Optional[nn.Module] = None, *, num_classes: int = 1000,
+                  rank: int = 4, dilation: int = 2, kernel_size: Optional[int] = 3, targets=None,
+                  v1_size: Optional[str] = None, lora_rank: Optional[int] = None) -> tuple[nn.Module, Optional[int]]:
+    """(the network of `variant` of timm `model`, its adapter rank or None). Variants of `base` are copies of it."""
+    import timm
+
+    if variant == "v1":
+        return timm.create_model(f"quadranet_v1_{_v1_size(model, v1_size)}", num_classes=num_classes), None
+    net = copy.deepcopy(base) if base is not None else timm.create_model(model, num_classes=num_classes)
+    if variant == "first_order":
+        return net, None
+    if variant.startswith("adapted"):
+        quadratize(net, rank=rank, dilation=dilation, kernel_size=kernel_size, targets=targets,
+                   memory_efficient=variant == "adapted_memeff", freeze_primary=variant == "adapted_frozen")
+        return net, rank
+    if variant in ("lora", "lora_frozen"):
+        if lora_rank is None:
+            lora_rank = matched_lora_rank(net, rank, targets, dilation=dilation, kernel_size=kernel_size).rank
+        lora_adapt(net, rank=lora_rank, targets=targets, freeze_primary=variant == "lora_frozen")
+        return net, lora_rank
+    raise ValueError(f"variant {variant!r} is not known; expected one of {list(VARIANTS)}")
+
+
+def benchmark(model: str = "convnext_atto", variants: Sequence[str] = VARIANTS, modes: Sequence[str] = MODES,
+              batch: int = 8, input_size: int = 64, steps: int = 10, warmup: int = 3, device: str = "auto",
+              dtype: str = "auto", channels_last: Optional[bool] = None, compile: bool = False,
+              num_classes: int = 1000, rank: int = 4, dilation: int = 2, kernel_size: Optional[int] = 3,
+              targets=None, v1_size: Optional[str] = None, lora_rank: Optional[int] = None,
+              optimizer: str = "sgd", seed: int = 0):
+    """A pandas DataFrame, one row per (variant, mode), columns COLUMNS.
+
+    `first_order` is always measured (first) since the ratios need it. `lora_rank=None` takes the rank
+    matching the quadratic term's parameter count (`matched_lora_rank`). dtype `auto` is bf16 autocast on
+    a GPU, float32 on the CPU; `channels_last=None` is on for a GPU only.
+    """
+    import timm
+
+    _positive(batch=batch, input_size=input_size, steps=steps, warmup=warmup)
+    variants = _chosen(["first_order", *variants], VARIANTS, "variants")
+    modes = _chosen(modes, MODES, "modes")
+    _chosen([optimizer], ("sgd", "adamw"), "optimizer")
+    if "v1" in variants:
+        _v1_size(model, v1_size)
+    dev, amp, fmt, meta = _options(device, dtype, channels_last, compile, warmup, input_size)
+    torch.manual_seed(seed)
+    base = timm.create_model(model, num_classes=num_classes)
+
+    def make_inputs():
+        x = torch.randn(batch, 3, input_size, input_size, device=dev).contiguous(memory_format=fmt)
+        return x, torch.randint(num_classes, (batch,), device=dev)
+
+    rows = []
+    with _setup(dev):
+        for variant in variants:
+            torch.manual_seed(seed)
+            net, r = build_variant(model, variant, base, num_classes=num_classes, rank=rank, dilation=dilation,
+                                   kernel_size=kernel_size, targets=targets, v1_size=v1_size, lora_rank=lora_rank)
+            if variant in ("lora", "lora_frozen"):
+                lora_rank = r  # computed once
+            net.to(dev, memory_format=fmt)
+            for row in _measure(net, make_inputs, F.cross_entropy, modes, device=dev, amp_dtype=amp, compile=compile,
+                                steps=steps, warmup=warmup, optimizer=optimizer):
+                rows.append(dict(model=model, variant=variant, rank=r, **meta, **row))
+            del net
+    return _with_ratios(rows)
+
+
+def benchmark_layer(channels: int = 96, layer_kernel: int = 7, variants: Sequence[str] = LAYER_VARIANTS,
+                    modes: Sequence[str] = MODES, batch: int = 8, input_size: int = 56, steps: int = 10,
+                    warmup: int = 3, device: str = "auto", dtype: str = "auto", channels_last: Optional[bool] = None,
+                    compile: bool = False, rank: int = 4, dilation: int = 2, kernel_size: Optional[int] = 3,
+                    seed: int = 0):
+    """One ConvNeXt-like depthwise conv (`channels` channels, `layer_kernel` square kernel) on an
+    `input_size`^2 feature map: the bare conv (`first_order`), its quadratic adapter with the plain
+    (`adapted`) and the memory-efficient (`adapted_memeff`) product. `train` = forward + backward of a
+    random output gradient (input gradient included, as inside a network; no optimizer), `infer` = forward.
+    """
+    from .layers import QuadraticAdapter
+
+    _positive(channels=channels, layer_kernel=layer_kernel, batch=batch, input_size=input_size, steps=steps,
+              warmup=warmup)
+    variants = _chosen(["first_order", *variants], LAYER_VARIANTS, "variants")
+    modes = _chosen(modes, MODES, "modes")
+    dev, amp, fmt, meta = _options(device, dtype, channels_last, compile, warmup, input_size)
+    torch.manual_seed(seed)
+    conv = nn.Conv2d(channels, channels, layer_kernel, padding=layer_kernel // 2, groups=channels)
+
+    def make_inputs():
+        x = torch.randn(batch, channels, input_size, input_size, device=dev).contiguous(memory_format=fmt)
+        return x.requires_grad_(), torch.randn_like(x)  # the random output gradient
+
+    def loss_fn(out, grad):
+        return (out.float() * grad).sum()
+
+    rows = []
+    with _setup(dev):
+        for variant in variants:
+            net = copy.deepcopy(conv)
+            if variant != "first_order":
+                net = QuadraticAdapter(net, rank=rank, kernel_size=kernel_size, dilation=dilation,
+                                       memory_efficient=variant == "adapted_memeff")
+                nn.init.normal_(net.quad_out.weight, std=0.02)  # as after training: every branch gets a gradient
+            net.to(dev, memory_format=fmt)
+            for row in _measure(net, make_inputs, loss_fn, modes, device=dev, amp_dtype=amp, compile=compile,
+                                steps=steps, warmup=warmup, optimizer=None):
+                rows.append(dict(model=f"dwconv{layer_kernel}x{layer_kernel}_c{channels}", variant=variant,
+                                 rank=None if variant == "first_order" else rank, **meta, **row))
+    return _with_ratios(rows)
+
+
+def run(args) -> None:
+    """Benchmark train step and inference of a model's variants (or of one layer with --layer)."""
+    import pandas as pd
+
+    from .engine import accounting
+
+    if args.threads is not None:
+        _positive(threads=args.threads)
+        torch.set_num_threads(args.threads)
+    common = dict(modes=args.modes, batch=args.batch, input_size=args.input_size, steps=args.steps,
+                  warmup=args.warmup, device=args.device, dtype=args.dtype, channels_last=args.channels_last,
+                  compile=args.compile, rank=args.rank, dilation=args.dilation, kernel_size=args.kernel_size,
+                  seed=args.seed)
+    if args.layer:
+        df = benchmark_layer(channels=args.channels, layer_kernel=args.layer_kernel,
+                             variants=args.variants or LAYER_VARIANTS, **common)
+    else:
+        df = benchmark(model=args.model, variants=args.variants or VARIANTS, num_classes=args.num_classes,
+                       targets=args.targets or None, v1_size=args.v1_size, lora_rank=args.lora_rank,
+                       optimizer=args.opt, **common)
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(df[list(SHOWN)].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    print("ratio_vs_first_order: median step time / first_order's, same mode, this process; peak_mem_mb: "
+          "torch.cuda.max_memory_allocated (GPU only); saved_for_backward_mb: what autograd keeps for one train "
+          "step's backward (parameters included)")
+    if args.out:
+        io.write_text(args.out, df.to_csv(index=False))
+        dev = resolve_device(args.device)
+        io.write_json(Path(args.out).with_suffix(".json"), accounting.provenance(
+            config=vars(args) | {"func": None}, device_type=dev.type, command=["quadranet", *sys.argv[1:]]))
+        print(f"wrote {args.out} (+ provenance {Path(args.out).with_suffix('.json')})")
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("bench", help=run.__doc__, description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="convnext_atto", help="timm model name of the first-order base")
+    p.add_argument("--variants", nargs="+", default=None, metavar="V",
+                   help=f"of {', '.join(VARIANTS)} (default all; with --layer: {', '.join(LAYER_VARIANTS)})")
+    p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--input-size", type=int, default=64, help="image side (with --layer: feature map side)")
+    p.add_argument("--steps", type=int, default=10, help="timed steps")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
+    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"),
+                   help="bfloat16 = autocast; auto: bfloat16 on a GPU, float32 on the CPU")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="default: on for a GPU")
+    p.add_argument("--compile", action="store_true", help="torch.compile each network")
+    p.add_argument("--opt", default="sgd", choices=("sgd", "adamw"), help="optimizer of the train step")
+    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--rank", type=int, default=4, help="quadratic rank of the adapted variants")
+    p.add_argument("--dilation", type=int, default=2)
+    p.add_argument("--kernel-size", type=int, default=3)
+    p.add_argument("--targets", nargs="*", default=None, help="layers to adapt (see quadratize)")
+    p.add_argument("--v1-size", default=None, help="QuadraNet V1 size (default: from convnext_<size>)")
+    p.add_argument("--lora-rank", type=int, default=None, help="default: matched to the quadratic parameter count")
+    p.add_argument("--layer", action="store_true", help="benchmark one depthwise layer instead of a model")
+    p.add_argument("--channels", type=int, default=96, help="--layer: channels")
+    p.add_argument("--layer-kernel", type=int, default=7, help="--layer: kernel size of the depthwise conv")
+    p.add_argument("--threads", type=int, default=None, help="CPU intra-op threads (torch.set_num_threads)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="CSV file (written atomically) + provenance JSON beside it")
+    p.set_defaults(func=run)

@@ -1,0 +1,110 @@
+"""quadranet bench: rows for every variant, ratios against the first-order model, memory columns, CSV."""
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from quadranet import bench
+from quadranet.cli import main
+
+TINY = dict(batch=2, input_size=32, steps=2, warmup=1)
+
+
+def _cli(argv):
+    assert main(argv) == 0
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One intra-op thread: on a shared 2-core machine a descheduled OpenMP thread stalls every op."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def model_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "bench.csv"
+    _cli(["bench", "--model", "convnext_atto", "--num-classes", "10", "--variants", *bench.VARIANTS,
+          "--batch", "2", "--input-size", "32", "--steps", "2", "--warmup", "1", "--device", "cpu", "--out", str(out)])
+    return out, pd.read_csv(out)
+
+
+def test_rows_for_each_variant_and_mode(model_run):
+    _, df = model_run
+    assert list(df.columns[:len(bench.COLUMNS)]) == list(bench.COLUMNS)
+    assert sorted(zip(df.variant, df["mode"])) == sorted((v, m) for v in bench.VARIANTS for m in bench.MODES)
+    assert (df.images_per_s > 0).all() and (df.step_ms > 0).all() and (df.batch == 2).all()
+    assert (df.device == "cpu").all() and (df.dtype == "float32").all() and df.peak_mem_mb.isna().all()
+
+
+def test_ratios_against_first_order(model_run):
+    _, df = model_run
+    assert (df[df.variant == "first_order"].ratio_vs_first_order == 1.0).all()
+    for _, g in df.groupby("mode"):
+        base = g[g.variant == "first_order"].step_ms.item()
+        assert g.ratio_vs_first_order.tolist() == pytest.approx((g.step_ms / base).tolist())
+
+
+def test_trainable_params_and_saved_memory(model_run):
+    _, df = model_run
+    train = df[df["mode"] == "train"].set_index("variant")
+    assert train.trainable_params["adapted_frozen"] < train.trainable_params["adapted"] == train.params["adapted"]
+    assert train.trainable_params["lora_frozen"] < train.trainable_params["lora"]
+    assert train.params["adapted"] > train.params["first_order"]
+    assert (train.saved_for_backward_mb > 0).all()
+    assert train.saved_for_backward_mb["adapted_memeff"] < train.saved_for_backward_mb["adapted"]
+    assert (df[df["mode"] == "infer"].saved_for_backward_mb == 0).all()
+    assert train["rank"]["adapted"] == 4 and train["rank"]["lora"] >= 1  # lora: matched parameter budget
+
+
+def test_csv_and_provenance_written(model_run):
+    out, df = model_run
+    assert len(df) == 2 * len(bench.VARIANTS)
+    prov = json.loads(out.with_suffix(".json").read_text())
+    assert prov["command"].startswith("quadranet") and prov["versions"]["torch"] == torch.__version__
+    assert "git_commit" in prov and "date" in prov and prov["config"]["model"] == "convnext_atto"
+
+
+def test_layer_mode_memory_efficient_saves_less(tmp_path):
+    out = tmp_path / "layer.csv"
+    _cli(["bench", "--layer", "--channels", "8", "--batch", "2", "--input-size", "16", "--steps", "2",
+          "--warmup", "1", "--device", "cpu", "--out", str(out)])
+    df = pd.read_csv(out)
+    train = df[df["mode"] == "train"].set_index("variant")
+    assert sorted(train.index) == sorted(bench.LAYER_VARIANTS)
+    assert train.saved_for_backward_mb["adapted_memeff"] < train.saved_for_backward_mb["adapted"]
+    assert train.ratio_vs_first_order["first_order"] == 1.0 and (df.model == "dwconv7x7_c8").all()
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(variants=["quadratic"]), "quadratic"),
+    (dict(steps=0), "steps=0"),
+    (dict(warmup=-1), "warmup=-1"),
+    (dict(model="resnet18", variants=["v1"]), "v1_size"),
+    (dict(dtype="float16"), "float16"),
+    (dict(compile=True, warmup=0), "warmup=0"),
+])
+def test_bad_options_are_value_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        bench.benchmark(**{**TINY, "device": "cpu", **kwargs})
+
+
+@pytest.mark.gpu
+def test_gpu_bf16_channels_last_peak_memory():
+    df = bench.benchmark("convnext_atto", ["adapted", "adapted_memeff"], batch=32, input_size=128, steps=3, warmup=2)
+    assert (df.dtype == "bfloat16").all() and df.channels_last.all() and (df.peak_mem_mb > 0).all()
+    train = df[df["mode"] == "train"].set_index("variant")
+    assert train.peak_mem_mb["adapted_memeff"] < train.peak_mem_mb["adapted"]
+    infer = df[df["mode"] == "infer"].set_index("variant")
+    assert (infer.peak_mem_mb < train.peak_mem_mb).all()
+
+
+@pytest.mark.gpu
+def test_gpu_layer_mode_compiled():
+    df = bench.benchmark_layer(channels=96, batch=16, input_size=56, steps=3, warmup=2, compile=True)
+    assert df.compile.all() and (df.step_ms > 0).all()
+    train = df[df["mode"] == "train"].set_index("variant")
+    assert train.saved_for_backward_mb["adapted_memeff"] < train.saved_for_backward_mb["adapted"]
