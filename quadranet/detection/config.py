@@ -1,0 +1,324 @@
+"""Detection run configuration: YAML + `section.key=value` overrides, validated like `quadranet.config`.
+
+The defaults are the embedded run (Fashion-MNIST canvases, a small Mask R-CNN on EfficientNet-Lite0 at
+128 px, minutes on a laptop CPU). `PRESETS` hold the paper-scale settings: COCO 2017 with the 1x and 3x
+schedules of Detectron2 (90k / 270k iterations at batch 16, about 12 / 36 epochs, lr x0.1 at 60k and 80k
+/ 210k and 250k iterations), torchvision's Mask R-CNN / FCOS head sizes, SGD at lr 0.02.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Union
+
+import yaml
+
+from ..config import AdapterConfig, ConfigError, _build, _fix_numbers, _get, parse_override
+
+__all__ = ["DETECTORS", "DetectionConfig", "PRESETS", "SCHEDULES", "config_hash", "default_trainable",
+           "load_detection_config", "to_yaml", "validate"]
+
+METHODS = ("scratch", "adapt", "finetune")
+DETECTORS = ("maskrcnn", "fcos", "retinanet")
+DATASETS = ("fashion_mnist_canvas", "coco")
+TRAINABLE = ("all", "quadratic", "primary", "head")  # primary: backbone minus quadratic terms; head: all but backbone
+# schedule -> (epochs, fractions of training at which lr drops x0.1): Detectron2's 1x (60k, 80k of 90k
+# iterations) and 3x (210k, 250k of 270k); 90k x 16 images ~ 12 epochs of COCO train2017.
+SCHEDULES = {"1x": (12, (2 / 3, 8 / 9)), "3x": (36, (7 / 9, 25 / 27))}
+DEFAULT_LR_STEPS = SCHEDULES["1x"][1]
+
+
+@dataclass
+class DetModelConfig:
+    detector: str = "maskrcnn"  # maskrcnn (boxes + masks), fcos or retinanet (boxes only, lighter)
+    backbone: str = "efficientnet_lite0"  # a timm name; names with offline weights map to the weights' arch
+    # first-order weights of the backbone: none (random), offline (quadranet.pretrained), timm (timm's hub,
+    # needs network), or a classification run folder / .safetensors of a first-order model
+    pretrained: str = "none"
+    quadratic: bool = False  # scratch only: quadratize the backbone with random primary weights
+    out_indices: Optional[list] = None  # backbone levels fed to the FPN; None: maskrcnn 1-4, fcos/retinanet 2-4
+    fpn_channels: int = 64
+    anchor_size: int = 16  # maskrcnn / retinanet anchor side at the finest FPN level, doubling per level
+    box_head_dim: int = 256  # maskrcnn box head MLP width (torchvision: 1024)
+    mask_head_layers: list = field(default_factory=lambda: [64, 64])  # maskrcnn mask head (torchvision: 4 x 256)
+    rpn_proposals: int = 300  # maskrcnn proposals kept per image in training (half at test); torchvision 2000
+    roi_batch: int = 128  # maskrcnn RoIs sampled per image for the box head (torchvision: 512)
+    score_thresh: float = 0.05  # detections below are dropped before evaluation
+    freeze_bn: Optional[bool] = None  # backbone BatchNorm frozen (statistics and affine); None: when pretrained
+
+
+@dataclass
+class CanvasConfig:
+    """The embedded set (see synthetic.CanvasSpec)."""
+    train_size: int = 200
+    val_size: int = 50
+    canvas: int = 128
+    min_objects: int = 1
+    max_objects: int = 3
+    min_side: int = 24
+    max_side: int = 64
+    seed: int = 0
+
+
+@dataclass
+class DetDataConfig:
+    dataset: str = "fashion_mnist_canvas"
+    # coco: folder holding annotations/instances_<split>.json and <split>/ (None: $QUADRANET_COCO);
+    # fashion_mnist_canvas: where canvas sets are cached (None: $QUADRANET_CACHE or ~/.cache/quadranet)
+    root: Optional[str] = None
+    train_split: Optional[str] = None  # None: train2017 (coco), train (canvas)
+    val_split: Optional[str] = None  # None: val2017 (coco), val (canvas)
+    train_images: Optional[str] = None  # explicit paths, instead of the layout under root
+    train_ann: Optional[str] = None
+    val_images: Optional[str] = None
+    val_ann: Optional[str] = None
+    canvas: CanvasConfig = field(default_factory=CanvasConfig)
+    fashion_mnist_root: Optional[str] = None
+    min_size: int = 128  # the detector resizes images so the short side is min_size, long side <= max_size
+    max_size: int = 128
+    multiscale: Optional[list] = None  # training short sides, one drawn per image; the last must be min_size
+    batch_size: int = 8
+    eval_batch_size: int = 16
+    num_workers: int = 0
+    train_limit: Optional[int] = None
+    eval_limit: Optional[int] = None
+    keep_empty: bool = False  # keep training images without annotations (as negatives)
+    flip: bool = True  # random horizontal flips in training
+
+
+@dataclass
+class DetTrainConfig:
+    schedule: Optional[str] = None  # "1x" / "3x": epochs and lr steps of Detectron2's schedules
+    epochs: Optional[int] = 6  # null when a schedule is set
+    lr_steps: Optional[list] = None  # fractions of training where lr drops x0.1; None: the schedule's (1x)
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9  # sgd only
+    warmup_steps: int = 20  # linear warmup from lr x warmup_factor
+    warmup_factor: float = 0.001
+    trainable: list = field(default_factory=list)  # TRAINABLE groups; empty: the method's default
+    grad_clip: Optional[float] = None
+    amp: str = "auto"  # auto: bf16 on GPU, none on CPU
+    device: str = "auto"
+    eval_every: int = 0  # epochs; 0: only at the end
+    eval_at_start: bool = False
+    # run control: left out of the config hash
+    log_every: int = 10  # steps
+    checkpoint_every: int = 100  # steps; also at every epoch end
+    checkpoint_dir: Optional[str] = None  # None: <out>/checkpoints
+    progress: str = "auto"  # auto: a bar on a terminal, plain lines otherwise; "bar", "lines", "none"
+    keep_checkpoint: bool = False  # keep the last checkpoint once the run completed
+
+
+@dataclass
+class DetectionConfig:
+    method: str = "scratch"
+    seed: int = 0
+    name: Optional[str] = None
+    model: DetModelConfig = field(default_factory=DetModelConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    data: DetDataConfig = field(default_factory=DetDataConfig)
+    train: DetTrainConfig = field(default_factory=DetTrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @property
+    def epochs(self) -> int:
+        return SCHEDULES[self.train.schedule][0] if self.train.schedule else self.train.epochs
+
+    @property
+    def lr_steps(self) -> tuple:
+        if self.train.lr_steps is not None:
+            return tuple(self.train.lr_steps)
+        return SCHEDULES[self.train.schedule][1] if self.train.schedule else DEFAULT_LR_STEPS
+
+    @property
+    def out_indices(self) -> tuple:
+        if self.model.out_indices is not None:
+            return tuple(self.model.out_indices)
+        return (1, 2, 3, 4) if self.model.detector == "maskrcnn" else (2, 3, 4)
+
+    @property
+    def masks(self) -> bool:
+        return self.model.detector == "maskrcnn"
+
+    @property
+    def freeze_bn(self) -> bool:
+        return self.model.pretrained != "none" if self.model.freeze_bn is None else self.model.freeze_bn
+
+
+_COCO_SCALE = {
+    "data": {"dataset": "coco", "min_size": 800, "max_size": 1333, "batch_size": 16, "eval_batch_size": 8,
+             "num_workers": 8},
+    "model": {"fpn_channels": 256, "anchor_size": 32, "box_head_dim": 1024, "mask_head_layers": [256] * 4,
+              "rpn_proposals": 2000, "roi_batch": 512},
+    "train": {"optimizer": "sgd", "lr": 0.02, "weight_decay": 1e-4, "momentum": 0.9, "warmup_steps": 1000,
+              "warmup_factor": 0.001, "log_every": 20, "checkpoint_every": 2000, "epochs": None},
+}
+PRESETS = {
+    "embedded": {},
+    "coco_1x": {**_COCO_SCALE, "train": {**_COCO_SCALE["train"], "schedule": "1x"}},
+    # Detectron2's 3x recipe also trains at several scales (short side 640..800)
+    "coco_3x": {**_COCO_SCALE, "data": {**_COCO_SCALE["data"], "multiscale": [640, 672, 704, 736, 768, 800]},
+                "train": {**_COCO_SCALE["train"], "schedule": "3x"}},
+}
+
+RUN_CONTROL = ("train.log_every", "train.checkpoint_every", "train.checkpoint_dir", "train.progress",
+               "train.keep_checkpoint", "data.num_workers", "data.eval_batch_size", "name")
+CHOICES = {
+    "method": METHODS, "model.detector": DETECTORS, "data.dataset": DATASETS,
+    "train.schedule": tuple(SCHEDULES) + (None,), "train.optimizer": ("sgd", "adamw"),
+    "train.amp": ("auto", "bf16", "fp16", "none"), "train.device": ("auto", "cpu", "cuda"),
+    "train.progress": ("auto", "bar", "lines", "none"), "adapter.kernel": ("bilinear", "rbf"),
+}
+POSITIVE = ("model.fpn_channels", "model.anchor_size", "model.box_head_dim", "model.rpn_proposals",
+            "model.roi_batch", "adapter.rank", "adapter.dilation", "adapter.kernel_size", "adapter.sigma",
+            "data.min_size", "data.max_size", "data.batch_size", "data.eval_batch_size", "data.train_limit",
+            "data.eval_limit", "train.epochs", "train.lr", "train.log_every", "train.checkpoint_every",
+            "train.grad_clip", "train.warmup_factor")
+NON_NEGATIVE = ("seed", "data.num_workers", "train.weight_decay", "train.momentum", "train.warmup_steps",
+                "train.eval_every", "model.score_thresh")
+DEFAULT_TRAINABLE = {"scratch": ["all"], "finetune": ["all"], "adapt": ["quadratic", "head"]}
+
+
+def default_trainable(cfg: DetectionConfig) -> list:
+    return list(cfg.train.trainable) or DEFAULT_TRAINABLE[cfg.method]
+
+
+def validate(cfg: DetectionConfig) -> DetectionConfig:
+    """Check values and the combinations that make a detection run; raise ConfigError naming the key."""
+    for key, allowed in CHOICES.items():
+        if _get(cfg, key) not in allowed:
+            raise ConfigError(f"{key}={_get(cfg, key)!r} is not allowed; expected one of {list(allowed)}")
+    for key in POSITIVE:
+        v = _get(cfg, key)
+        if v is not None and not v > 0:
+            raise ConfigError(f"{key}={v!r} must be > 0")
+    for key in NON_NEGATIVE:
+        v = _get(cfg, key)
+        if v is not None and v < 0:
+            raise ConfigError(f"{key}={v!r} must be >= 0")
+    m, d, t = cfg.model, cfg.data, cfg.train
+    if cfg.method in ("adapt", "finetune") and m.pretrained == "none":
+        raise ConfigError(f"method={cfg.method!r} starts from pretrained first-order weights: set model.pretrained "
+                          f"to 'offline', 'timm' or a first-order classification run folder / .safetensors file")
+    if cfg.method == "scratch" and m.pretrained != "none":
+        raise ConfigError(f"method='scratch' trains from random init; model.pretrained={m.pretrained!r} must be 'none'")
+    if m.quadratic and cfg.method != "scratch":
+        raise ConfigError("model.quadratic=true is for method scratch (adapt quadratizes the backbone by itself)")
+    bad = [g for g in t.trainable if g not in TRAINABLE]
+    if bad:
+        raise ConfigError(f"train.trainable={t.trainable!r}: expected a list of {list(TRAINABLE)}")
+    has_quadratic = cfg.method == "adapt" or m.quadratic
+    if "quadratic" in default_trainable(cfg) and not has_quadratic:
+        raise ConfigError(f"train.trainable has 'quadratic' but method={cfg.method!r} has no quadratic terms "
+                          f"(use method adapt, or scratch with model.quadratic=true)")
+    if m.out_indices is not None:
+        oi = m.out_indices
+        if (not oi or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in oi)
+                or list(oi) != sorted(set(oi))):
+            raise ConfigError(f"model.out_indices={oi!r} must be increasing backbone level indices >= 0")
+        if m.detector == "maskrcnn" and len(oi) != 4:
+            raise ConfigError(f"model.out_indices={oi!r}: maskrcnn takes 4 levels (strides 4-32 in the usual setup)")
+    if not m.mask_head_layers or any(isinstance(c, bool) or not isinstance(c, int) or c <= 0
+                                     for c in m.mask_head_layers):
+        raise ConfigError(f"model.mask_head_layers={m.mask_head_layers!r} must be a non-empty list of channel counts")
+    if m.detector == "fcos" and m.fpn_channels % 32:
+        raise ConfigError(f"model.fpn_channels={m.fpn_channels}: fcos's head normalises in 32 groups (torchvision "
+                          f"FCOSHead), so the channels must be a multiple of 32")
+    if not m.score_thresh < 1:
+        raise ConfigError(f"model.score_thresh={m.score_thresh!r} must lie in [0, 1)")
+    if d.multiscale is not None:
+        ms = d.multiscale
+        if (not ms or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in ms)
+                or list(ms) != sorted(set(ms)) or ms[-1] != d.min_size):
+            raise ConfigError(f"data.multiscale={ms!r} must be increasing positive sizes ending at data.min_size="
+                              f"{d.min_size} (evaluation uses the last)")
+    if d.min_size > d.max_size:
+        raise ConfigError(f"data.min_size={d.min_size} exceeds data.max_size={d.max_size}")
+    if t.lr_steps is not None and (any(isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s < 1
+                                       for s in t.lr_steps) or list(t.lr_steps) != sorted(t.lr_steps)):
+        raise ConfigError(f"train.lr_steps={t.lr_steps!r} must be increasing fractions of training in (0, 1)")
+    if (t.schedule is None) == (t.epochs is None):
+        raise ConfigError(f"train.schedule={t.schedule!r} and train.epochs={t.epochs!r}: set exactly one of them "
+                          f"(a schedule fixes the epochs: 1x = 12, 3x = 36)")
+    if d.dataset == "coco":
+        pairs = (("train_images", "train_ann"), ("val_images", "val_ann"))
+        for a, b in pairs:
+            if (getattr(d, a) is None) != (getattr(d, b) is None):
+                raise ConfigError(f"data.{a} and data.{b} go together: give both or neither")
+    else:
+        for k in ("train_images", "train_ann", "val_images", "val_ann"):
+            if getattr(d, k) is not None:
+                raise ConfigError(f"data.{k} is for data.dataset='coco'; the canvas set writes its own files")
+        try:
+            from .synthetic import CanvasSpec
+
+            CanvasSpec(**dataclasses.asdict(d.canvas))
+        except ValueError as e:
+            raise ConfigError(f"data.canvas: {e}") from None
+    return cfg
+
+
+def load_detection_config(path: Union[str, Path, None] = None, overrides: tuple = (),
+                          preset: Optional[str] = None, base: Optional[dict] = None) -> DetectionConfig:
+    """The detection config: `preset` (a key of PRESETS), then YAML file `path` (or dict `base`), then
+    `overrides` ('a.b=value'), validated."""
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
+    data: dict = copy.deepcopy(PRESETS[preset]) if preset else {}
+    layers = [copy.deepcopy(base)] if base else []
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections, got {type(loaded).__name__}")
+        layers.append(loaded)
+    for layer in layers:
+        _merge(data, layer)
+    for text in overrides:
+        key, value = parse_override(text)
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part, {}), dict):
+                raise ConfigError(f"override {text!r}: {part!r} is not a section")
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return validate(_build(DetectionConfig, _fix_numbers(data)))
+
+
+def _merge(into: dict, new: dict) -> None:
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _merge(into[k], v)
+        else:
+            into[k] = v
+
+
+def config_hash(cfg: DetectionConfig) -> str:
+    """sha256 (16 hex digits) of the config minus the run-control keys."""
+    d = cfg.to_dict()
+    for key in RUN_CONTROL:
+        node = d
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node[p]
+        node.pop(last, None)
+    d["task"] = "detection"
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def to_yaml(cfg: DetectionConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
