@@ -1,16 +1,35 @@
-# QuadraNet V2 reproduction workflow (placeholder until the workflow issue lands: conversion reports only).
-BACKBONES = ["convnext_atto", "resnet18", "efficientnet_lite0"]
+# QuadraNet V2 reproduction workflow (arXiv 2405.03192). Thin entry point: the stages live in workflow/rules/.
+#   snakemake --cores all                                       # embedded default (Fashion-MNIST, CPU, <= 20 min)
+#   snakemake --cores all --configfile workflow/config/smoke.yaml  # tests (<= 3 min)
+#   snakemake --profile profiles/local --configfile workflow/config/gpu.yaml    # one GPU, ~10 min
+#   snakemake --profile profiles/slurm --configfile workflow/config/paper.yaml  # ImageNet / COCO on SLURM
+#   snakemake --report results/report.html                      # after a run: browsable report
+# A --configfile replaces the default config entirely (each config file is complete and validated).
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+if not workflow.overwrite_configfiles:
+
+    configfile: f"{workflow.basedir}/workflow/config/default.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/pretrain.smk"
+include: "workflow/rules/experiments.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/detect.smk"
+include: "workflow/rules/bench.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
-        expand("results/conversion/{backbone}.csv", backbone=BACKBONES),
-
-
-rule conversion_report:
-    output:
-        "results/conversion/{backbone}.csv",
-    log:
-        "results/logs/conversion_{backbone}.log",
-    shell:
-        "quadranet report --model {wildcards.backbone} --ranks 1 4 8 --out {output} > {log} 2>&1"
+        rules.claims.output,
+        rules.tables.output,
+        rules.figures.output,

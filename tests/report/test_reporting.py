@@ -1,0 +1,152 @@
+"""The reporting package on synthetic results folders (tests/report/conftest.py) with known numbers."""
+import math
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from quadranet import cli
+from quadranet.report import FIGURES, TABLES
+from quadranet.report.claims import evaluate_claims, write_claims
+from quadranet.report.collect import collect, load_collected, write_collected
+from quadranet.report.savings import savings, time_to_target
+from quadranet.report.tables import to_latex, to_markdown, write_tables
+
+PAPER = str(Path(__file__).parents[2] / "workflow" / "paper_numbers.yaml")
+
+
+@pytest.fixture
+def collected(results):
+    return collect(results / "manifest.tsv", sorted((results / "bench").glob("*.csv")))
+
+
+def test_collect_labels_roles_and_reads_logs(collected):
+    runs, curves, bench = collected
+    assert set(runs["status"]) == {"done"}
+    assert set(runs["exp"]) == {"pretrain", "e1", "e2", "e3", "e4"}
+    # the manifest's method label wins over the engine's method (fo_scratch trains with method scratch)
+    fo = runs[runs["method"] == "fo_scratch"]
+    assert len(fo) == 2 and set(fo["cfg.method"]) == {"scratch"}
+    assert runs["hardware"].iloc[0] == "this machine (Test CPU, 2 cores)"
+    adapt = runs[(runs["exp"] == "e1") & (runs["method"] == "adapt")]
+    assert set(adapt["pretrained_run"]) == {"pretrain/convnext_atto/first_order/src100/seed0"}
+    assert adapt["cost_s"].tolist() == [4.0, 4.0]  # train + eval, start-up apart
+    assert set(curves["event"]) == {"eval", "step"} and len(bench) == 4
+
+
+def test_collect_marks_missing_runs(tmp_path, synthetic):
+    synthetic.make_results(tmp_path / "r", missing=("e1/convnext_atto/lora/base/seed1",))
+    runs, _, _ = collect(tmp_path / "r" / "manifest.tsv")
+    missing = runs[runs["status"] == "missing"]
+    assert missing["run"].tolist() == ["e1/convnext_atto/lora/base/seed1"]
+
+
+def test_collect_adds_reference_hardware(tmp_path, results):
+    ref = tmp_path / "reference" / "nvidia-h100"
+    shutil.copytree(results, ref)
+    runs, curves, bench = collect(results / "manifest.tsv", sorted((results / "bench").glob("*.csv")),
+                                  tmp_path / "reference")
+    assert set(runs["hardware"]) == {"this machine (Test CPU, 2 cores)", "nvidia-h100"}
+    assert set(curves["hardware"]) == set(runs["hardware"]) and set(bench["hardware"]) == set(runs["hardware"])
+
+
+def test_time_to_target_is_first_eval_at_or_above():
+    ev = pd.DataFrame({"device_s": [0.0, 10.0, 20.0], "acc1": [10.0, 60.0, 80.0]})
+    assert time_to_target(ev, 60.0) == 10.0
+    assert math.isnan(time_to_target(ev, 81.0))
+
+
+def test_savings_known_value(collected, synthetic):
+    runs, curves, _ = collected
+    sv = savings(runs, curves)
+    row = sv[sv["exp"] == "e1"].iloc[0]
+    # target: the lowest best accuracy of all adapt/scratch seeds = scratch seed 0's 85.0
+    assert row["target_acc1"] == 85.0
+    assert row["t_adapt_s"] == 4.0 and row["t_scratch_s"] == 40.0
+    assert row["savings"] == pytest.approx(0.9)
+    assert row["pretrain_s"] == synthetic.PRETRAIN_S
+    assert row["savings_incl_pretraining"] == pytest.approx(1 - (4.0 + synthetic.PRETRAIN_S) / 40.0)
+    assert "every adapt and scratch run" in row["target_rule"]
+
+
+def test_tables_written_in_three_formats(collected, tmp_path):
+    names = write_tables(*collected, tmp_path)
+    assert names == list(TABLES)
+    for name in TABLES:
+        for ext in ("csv", "md", "tex"):
+            assert (tmp_path / f"{name}.{ext}").stat().st_size > 0
+    t1 = (tmp_path / "table1_adaptation.md").read_text()
+    assert "90.0% @ 85.00%" in t1 and "85.25 ± 0.25" in t1  # adapt savings; scratch top-1 over seeds 0, 1
+    assert "not run" in (tmp_path / "table3_coco.md").read_text()
+    t4 = pd.read_csv(tmp_path / "table4_ablations.csv")
+    assert set(t4["variant"]) == {"base", "rank1", "two_stage"}
+
+
+def test_markdown_and_latex_writers():
+    df = pd.DataFrame({"a_b": ["x & y", "85 ± 1"], "c": [1, None]})
+    md = to_markdown(df)
+    assert md.splitlines()[0] == "| a_b | c |" and md.splitlines()[1] == "| --- | --- |"
+    tex = to_latex(df, "50% of it", "t")
+    assert r"a\_b" in tex and r"x \& y" in tex and r"85 $\pm$ 1" in tex and r"50\% of it" in tex
+
+
+def test_figures_written(collected, tmp_path):
+    from quadranet.report.figures import write_figures
+
+    write_figures(*collected, tmp_path)
+    for name in FIGURES:
+        for ext in ("png", "pdf"):
+            assert (tmp_path / f"{name}.{ext}").stat().st_size > 1000
+
+
+def test_figures_on_empty_results(tmp_path):
+    from quadranet.report.figures import write_figures
+
+    empty = pd.DataFrame(columns=["hardware", "exp", "run", "status", "method"])
+    write_figures(empty, pd.DataFrame(columns=["hardware", "run", "event"]), pd.DataFrame(), tmp_path)
+    assert all((tmp_path / f"{name}.png").is_file() for name in FIGURES)
+
+
+def test_claims_verdicts(collected, tmp_path):
+    claims = evaluate_claims(*collected, PAPER, "test").set_index("claim")
+    assert list(claims.index) == [f"C{i}" for i in range(1, 9)]
+    assert claims.loc["C1", "verdict"] == "holds"  # 90% savings reach the paper's low end
+    assert claims.loc["C2", "verdict"] == "holds"  # adapt 88 vs scratch 85
+    assert claims.loc["C4", "verdict"] == "not testable at this scale"
+    assert claims.loc["C5", "verdict"] == "holds"  # +6 pp on gamma, 0 on contrast
+    assert claims.loc["C6", "verdict"] == "holds"
+    assert claims.loc["C7", "verdict"] == "holds"  # memeff keeps 11 MB vs 14
+    assert "98.4%" in claims.loc["C1", "paper"] and "(not public)" in claims.loc["C2", "paper"]
+    write_claims(claims.reset_index(), tmp_path / "claims.md")
+    text = (tmp_path / "claims.md").read_text()
+    assert all(f"## C{i}:" in text for i in range(1, 9)) and (tmp_path / "claims.csv").is_file()
+
+
+def test_claim_c6_fails_when_initial_accuracy_differs(tmp_path, synthetic):
+    root = tmp_path / "r"
+    synthetic.make_results(root)
+    shutil.rmtree(root / "runs/e1/convnext_atto/finetune/base/seed0")
+    synthetic.write_run(root, "e1/convnext_atto/finetune/base/seed0", "finetune", initial=19.0)
+    claims = evaluate_claims(*collect(root / "manifest.tsv"), PAPER, "test").set_index("claim")
+    assert claims.loc["C6", "verdict"] == "does not hold"
+
+
+def test_cli_commands(results, tmp_path, capsys):
+    out = tmp_path / "collected"
+    bench = [str(p) for p in sorted((results / "bench").glob("*.csv"))]
+    assert cli.main(["collect", "--manifest", str(results / "manifest.tsv"), "--bench", *bench,
+                     "--reference", str(tmp_path / "none"), "--out-dir", str(out)]) == 0
+    runs, curves, bench_df = load_collected(out)
+    assert len(runs) and len(curves) and len(bench_df)
+    assert cli.main(["tables", "--collected", str(out), "--out-dir", str(tmp_path / "tables")]) == 0
+    assert cli.main(["claims", "--collected", str(out), "--paper", PAPER, "--scale", "test",
+                     "--out", str(tmp_path / "claims.md")]) == 0
+    assert "C1: holds" in capsys.readouterr().out
+
+
+def test_write_collected_roundtrip_with_empty_bench(collected, tmp_path):
+    runs, curves, _ = collected
+    write_collected(tmp_path, runs, curves, pd.DataFrame())
+    r, c, b = load_collected(tmp_path)
+    assert len(r) == len(runs) and len(c) == len(curves) and b.empty
