@@ -37,6 +37,13 @@ def _find(root: Path, name: str) -> Path:
         f"to a folder holding the idx files")
 
 
+def check_fashion_mnist(root: Union[str, Path, None] = None) -> None:
+    """Raise the reader's FileNotFoundError (with the install command) unless all four idx files are there."""
+    for names in FILES.values():
+        for name in names:
+            _find(fashion_mnist_root(root), name)
+
+
 def load_fashion_mnist(split: str = "train", root: Union[str, Path, None] = None) -> Tuple[np.ndarray, np.ndarray]:
     """(images uint8 [N, 28, 28], labels int64 [N]) of the file split 'train' (60000) or 'test' (10000).
 

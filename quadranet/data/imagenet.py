@@ -117,6 +117,16 @@ def _root(root, variant: str) -> Path:
     return Path(root)
 
 
+def check_imagenet(root: Union[str, Path, None], variant: str) -> None:
+    """Raise FileNotFoundError unless the train and val folders of ImageNet-`variant` ('1k' or '21k') exist.
+    A cheap look (no scan of the images), for checking every run of a workflow before it starts."""
+    base = _root(root, variant)
+    for split in ("train", "val"):
+        if not (base / split).is_dir():
+            raise FileNotFoundError(f"ImageNet-{variant.upper()} split folder {base / split} does not exist; "
+                                    f"expected {LAYOUT.format(root=base)}")
+
+
 def imagenet1k(root: Union[str, Path, None] = None, split: str = "train", *, num_classes: Optional[int] = 1000,
                **kwargs) -> ImageNetFolder:
     """ImageNet-1K (ILSVRC-2012) from `root` or $QUADRANET_IMAGENET1K: 1000 wnid folders per split."""

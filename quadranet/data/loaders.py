@@ -11,8 +11,8 @@ from typing import Iterator, List
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .fashion_mnist import FashionMNIST
-from .imagenet import imagenet1k, imagenet21k
+from .fashion_mnist import FashionMNIST, check_fashion_mnist
+from .imagenet import check_imagenet, imagenet1k, imagenet21k
 
 DATASETS = {"fashion_mnist": FashionMNIST, "imagenet1k": imagenet1k, "imagenet21k": imagenet21k}
 
@@ -22,6 +22,17 @@ def build_dataset(name: str, split: str = "train", **opts) -> Dataset:
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
     return DATASETS[name](split=split, **opts)
+
+
+def check_data(name: str, root=None) -> None:
+    """Raise a clear error when dataset `name` is not readable from `root` (its default location when None):
+    the files and folders its reader needs, without reading the images."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
+    if name == "fashion_mnist":
+        check_fashion_mnist(root)
+    else:
+        check_imagenet(root, name.removeprefix("imagenet"))
 
 
 class ShardedBatchSampler(Sampler[List[int]]):

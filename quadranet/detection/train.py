@@ -38,7 +38,7 @@ from .config import DetectionConfig, config_hash, default_trainable, to_yaml
 from .evaluate import coco_evaluate, empty_metrics, to_coco_results
 from .models import build_detector, set_trainable
 
-__all__ = ["build_datasets", "evaluate_detection_run", "lr_factor", "train_detection"]
+__all__ = ["build_datasets", "check_detection_data", "evaluate_detection_run", "lr_factor", "train_detection"]
 
 WEIGHTS = "model.safetensors"
 COCO_ENV = "QUADRANET_COCO"
@@ -80,6 +80,21 @@ def split_paths(cfg: DetectionConfig) -> dict:
                               f"{default}/), ${COCO_ENV}, or data.{split}_images with data.{split}_ann")
         out[split] = coco_paths(root, (d.train_split if split == "train" else d.val_split) or default)
     return out
+
+
+def check_detection_data(cfg: DetectionConfig) -> None:
+    """Raise a clear error when the run's data is not where its config says, without reading any image."""
+    d = cfg.data
+    if d.dataset == "fashion_mnist_canvas":  # the canvas set is built from Fashion-MNIST when first needed
+        from ..data import check_data
+
+        check_data("fashion_mnist", d.fashion_mnist_root)
+        return
+    for split, (images, ann) in split_paths(cfg).items():
+        for path, what in ((images, "image folder"), (ann, "annotation file")):
+            if not path.exists():
+                raise FileNotFoundError(f"COCO {split} {what} {path} does not exist; expected the layout "
+                                        f"<root>/annotations/instances_<split>.json with images in <root>/<split>/")
 
 
 def build_datasets(cfg: DetectionConfig, train: bool = True) -> tuple[Optional[CocoDetection], CocoDetection]:

@@ -33,7 +33,10 @@ def paper_value(numbers: pd.DataFrame, claim: str) -> str:
 
 
 def _fmt_versus(v: pd.DataFrame, unit: str = "%") -> str:
-    return "; ".join(f"{r.backbone} [{r.hardware}]: adapt {r.a:.2f} ± {r.a_std:.2f}{unit} vs scratch {r.b:.2f} ± "
+    def name(r):
+        return r.backbone if getattr(r, "variant", "base") == "base" else f"{r.backbone} {r.variant}"
+
+    return "; ".join(f"{name(r)} [{r.hardware}]: adapt {r.a:.2f} ± {r.a_std:.2f}{unit} vs scratch {r.b:.2f} ± "
                      f"{r.b_std:.2f}{unit} ({r.diff:+.2f}, {'beyond' if r.beyond_spread else 'within'} the seed "
                      f"spread, {r.n} seeds)" for r in v.itertuples())
 
@@ -69,7 +72,7 @@ def c3(runs, curves, bench, competitive_pp=1.0, **_):
 
 
 def c4(runs, curves, bench, competitive_pp=1.0, **_):
-    v = versus(runs, "coco", "box_ap")
+    v = versus(runs, "coco", "box_ap", by=("hardware", "backbone", "variant"))
     if v.empty:
         return "no COCO runs (coco.enabled is false or none finished)", UNTESTABLE, ""
     verdict = HOLDS if (v["diff"] >= -competitive_pp).all() else FAILS

@@ -198,8 +198,8 @@ def table3_coco(runs, curves, bench):
         return r, pd.DataFrame({"status": ["not run: COCO detection is off (workflow config coco.enabled: false)"]}), [
             "Paper table 3 (MS COCO detection and instance segmentation): numbers not public to us."]
     values = [v for v in ("box_ap", "mask_ap", "cost_s") if v in r]
-    s = summarise(r, ["hardware", "backbone", "method"], values)
-    shown = s[["hardware", "backbone", "method", "seeds"]].copy()
+    s = summarise(r, ["hardware", "backbone", "variant", "method"], values)
+    shown = s[["hardware", "backbone", "variant", "method", "seeds"]].rename(columns={"variant": "schedule"})
     for v in values:
         shown[v] = [pm(m, d) for m, d in zip(s[f"{v}_mean"], s[f"{v}_std"])]
     return s, shown, ["box / mask AP: COCO mAP@[.5:.95] (x100) of `quadranet detect train`.", provenance_note(r)]

@@ -1,10 +1,15 @@
 """The Snakemake workflow: lint, the DAG of every scale, schema validation, and a smoke run end to end."""
+import json
+import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -33,12 +38,93 @@ def test_lint_is_clean(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def job_outputs(out) -> set:
+    """Run folders (results/runs/...) of the jobs a dry run lists."""
+    return set(re.findall(r"results/runs/(\S+)/metrics\.json", out.stdout))
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("scale", ["default.yaml", "smoke.yaml", "gpu.yaml", "paper.yaml"])
+@pytest.mark.parametrize("scale", ["default.yaml", "smoke.yaml", "gpu.yaml"])
 def test_every_scale_builds_its_dag(tmp_path, scale):
     out = snakemake(tmp_path, "-n", "--configfile", str(CONFIGS / scale))
     assert out.returncode == 0, out.stdout + out.stderr
     assert "train" in out.stdout and "claims" in out.stdout
+
+
+def paper_fixture(root: Path) -> dict:
+    """An empty ImageNet-1K / 21K / COCO 2017 folder tree and weights files, and paper.yaml pointed at it."""
+    for name in ("imagenet", "imagenet21k"):
+        for split in ("train", "val"):
+            (root / name / split / "n01440764").mkdir(parents=True)
+    (root / "coco" / "annotations").mkdir(parents=True)
+    for split in ("train2017", "val2017"):
+        (root / "coco" / split).mkdir()
+        (root / "coco" / "annotations" / f"instances_{split}.json").write_text("{}")
+    cfg = yaml.safe_load((CONFIGS / "paper.yaml").read_text())
+    for name in cfg["weights"]:
+        cfg["weights"][name] = str(root / f"{name}.safetensors")
+        Path(cfg["weights"][name]).write_bytes(b"")
+    cfg["run"]["data"]["root"] = cfg["e3"]["data"]["root"] = str(root / "imagenet")
+    cfg["source"]["data"]["root"] = str(root / "imagenet21k")
+    cfg["coco"]["run"]["data"]["root"] = str(root / "coco")
+    return cfg
+
+
+@pytest.mark.slow
+def test_paper_dry_run_lists_every_imagenet_and_coco_job(tmp_path):
+    cfg = paper_fixture(tmp_path / "data")
+    (tmp_path / "paper.yaml").write_text(yaml.safe_dump(cfg))
+    out = snakemake(tmp_path, "-n", "-p", "--configfile", str(tmp_path / "paper.yaml"))
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    runs = job_outputs(out)
+    sheet = pd.read_csv(REPO / "workflow" / "backbones.tsv", sep="\t", dtype=str, keep_default_na=False)
+    e1 = sheet[sheet["e1_scales"].str.split(",").map(lambda s: "paper" in s)]["name"]
+    assert len(e1) >= 6
+    for bb in e1:  # ImageNet-1K: every E1 backbone x method
+        assert {f"e1/{bb}/{m}/base/seed0" for m in cfg["e1"]["methods"]} <= runs, bb
+    for n in cfg["e2"]["source_per_class"]:  # ImageNet-21K pretraining at each scale, then adaptation
+        assert f"pretrain/convnext_tiny/first_order/src{n}/seed0" in runs
+        assert f"e2/convnext_tiny/adapt/src{n}/seed0" in runs
+    assert {f"coco/convnext_tiny/{m}/{s}/seed0" for m in cfg["coco"]["methods"]
+            for s in ("1x", "3x")} <= runs  # COCO 2017, both schedules
+    assert sum(r.startswith("e3/") for r in runs) == (len(cfg["e3"]["shifts"]) * len(cfg["e3"]["strengths"])
+                                                      * len(cfg["e3"]["methods"]))
+    # the ImageNet runs read the fixture tree, the COCO runs its annotation files
+    configs = " ".join(out.stdout.split())
+    assert "torchrun --standalone --nproc_per_node=8" in configs and "detect train" in configs
+
+
+def test_missing_data_or_weights_stop_before_any_job(tmp_path):
+    cfg = paper_fixture(tmp_path / "data")
+    cfg["coco"]["run"]["data"]["root"] = str(tmp_path / "no-coco")
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(cfg))
+    out = snakemake(tmp_path, "-n", "--configfile", str(tmp_path / "a.yaml"))
+    assert out.returncode != 0 and "COCO train image folder" in out.stdout + out.stderr
+    cfg = paper_fixture(tmp_path / "data2")
+    cfg["weights"]["convnext_small"] = str(tmp_path / "missing.safetensors")
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(cfg))
+    out = snakemake(tmp_path, "-n", "--configfile", str(tmp_path / "b.yaml"))
+    assert out.returncode != 0 and "missing.safetensors' does not exist" in out.stdout + out.stderr
+    out = snakemake(tmp_path, "-n", "--configfile", str(bad_config(
+        tmp_path, lambda c: c["run"]["data"].update(root=str(tmp_path / "no-fmnist")))))
+    assert out.returncode != 0 and "apt-get install dataset-fashion-mnist" in out.stdout + out.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_one_sheet_row_adds_exactly_that_backbones_jobs(tmp_path):
+    sheet = (REPO / "workflow" / "backbones.tsv").read_text()
+    row = "\t".join(["resnet10t_new", "ResNet", "10t", "5.4", "resnet10t", "workflow",
+                     "first-order pretraining by this workflow", "176", "smoke"])
+    (tmp_path / "sheet.tsv").write_text(sheet.rstrip("\n") + "\n" + row + "\n")
+    before = job_outputs(snakemake(tmp_path, "-n", "--configfile", str(CONFIGS / "smoke.yaml")))
+    after = snakemake(tmp_path, "-n", "--configfile", str(
+        bad_config(tmp_path, lambda c: c.update(sheet=str(tmp_path / "sheet.tsv")))))
+    assert after.returncode == 0, after.stderr[-3000:]
+    gained = job_outputs(after) - before
+    assert before <= job_outputs(after)
+    smoke = yaml.safe_load((CONFIGS / "smoke.yaml").read_text())
+    assert gained == {f"e1/resnet10t_new/{m}/base/seed0" for m in smoke["e1"]["methods"]} | {
+        "pretrain/resnet10t_new/first_order/src10/seed0"}
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -101,3 +187,32 @@ def test_smoke_run_end_to_end(tmp_path):
     report = snakemake(tmp_path, "--report", "results/report.html", "--configfile", str(CONFIGS / "smoke.yaml"))
     assert report.returncode == 0, report.stderr[-3000:]
     assert (tmp_path / "results" / "report.html").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_interrupted_workflow_resumes_the_training_job(tmp_path):
+    """Ctrl-C (SIGINT to the whole process group) while a training job runs, after its first checkpoint:
+    the rerun resumes that run from the checkpoint and the workflow completes."""
+    cfg = yaml.safe_load((CONFIGS / "smoke.yaml").read_text())
+    cfg["e1"].update(methods=["scratch"])
+    for exp in ("e2", "e3", "e4", "e5"):
+        cfg[exp]["enabled"] = False
+    cfg["methods"]["scratch"]["train"]["epochs"] = 8
+    cfg["run"]["train"]["checkpoint_every"] = 1
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    run = tmp_path / "results" / "runs" / "e1" / "convnext_atto" / "scratch" / "base" / "seed0"
+    cmd = ["snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--cores", "1",
+           "--configfile", str(tmp_path / "c.yaml")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not (run / "checkpoints" / "last.pt").is_file() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the workflow ended before the training job wrote a checkpoint"
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.wait(timeout=120)
+    assert not (run / "metrics.json").exists() and (run / "checkpoints" / "last.pt").is_file()
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["resumes"] >= 1
+    assert (tmp_path / "results" / "claims.md").is_file()

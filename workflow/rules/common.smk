@@ -70,14 +70,23 @@ def done(rid):
 
 
 def _check(rid, cfg, detection=False):
-    """Fail at DAG-building time, not hours later, on a config quadranet would refuse."""
+    """Fail at DAG-building time, not hours later, on a config quadranet would refuse, on data that is not
+    where the config says, or on a weights file that does not exist."""
     from quadranet.config import ConfigError, load_config
+    from quadranet.data import check_data
     from quadranet.detection.config import load_detection_config
+    from quadranet.detection.train import check_detection_data
 
     try:
-        (load_detection_config if detection else load_config)(base=cfg)
-    except ConfigError as e:
+        parsed = (load_detection_config if detection else load_config)(base=cfg)
+        check_detection_data(parsed) if detection else check_data(parsed.data.dataset, parsed.data.root)
+    except (ConfigError, FileNotFoundError, ValueError) as e:
         raise ValueError(f"run {rid}: {e}") from None
+    weights = parsed.model.pretrained
+    made_here = weights.startswith(f"{RUNS_DIR}/")  # a run of this workflow, made before this run starts
+    if weights not in ("none", "offline", "timm") and not made_here and not os.path.exists(weights):
+        raise ValueError(f"run {rid}: model.pretrained={weights!r} does not exist; expected 'none', 'offline', "
+                         f"a run folder or a .safetensors file (set weights.<backbone> in the config)")
 
 
 def add_run(exp, bb, method, variant, seed, *parts, registry=None):
@@ -109,9 +118,10 @@ def needs(rid):
 
 
 def write_file(path, text, log):
-    """Write a small text output of a local rule, and say so in its log."""
-    with open(path, "w") as f:
-        f.write(text)
+    """Write a small text output of a local rule atomically, and say so in its log."""
+    from quadranet.io import write_text
+
+    write_text(path, text)
     with open(log, "w") as f:
         print(f"wrote {path}", file=f)
 

@@ -13,8 +13,19 @@ def method_run(exp, method):
     return merge(config["methods"][method], config[exp].get("run"))
 
 
+def e1_backbones():
+    """config e1.backbones if given, else every sheet row whose e1_scales lists this config's scale."""
+    names = config["e1"].get("backbones")
+    if names is None:
+        names = [n for n, scales in SHEET["e1_scales"].items() if config["scale"] in scales.split(",")]
+    if not names:
+        raise ValueError(f"E1 has no backbone: no row of {config['sheet']} lists scale {config['scale']!r} in "
+                         f"e1_scales, and the config sets no e1.backbones")
+    return names
+
+
 def e1():
-    for name in config["e1"]["backbones"]:
+    for name in e1_backbones():
         for method in config["e1"]["methods"]:
             for seed in seeds("e1"):
                 add_run("e1", name, method, "base", seed, config["target"], backbone_model(name),
@@ -55,13 +66,15 @@ def e4():
 
 
 def coco():
+    schedules = config["coco"].get("schedules") or {"base": {}}  # variant name -> run keys (1x, 3x, ...)
     for name in config["coco"]["backbones"]:
         weights = backbone_model(name)["model"]
         model = {"backbone": weights["arch"], "pretrained": weights["pretrained"]}
-        for method, overrides in config["coco"]["methods"].items():
-            for seed in seeds("coco"):
-                add_run("coco", name, method, "base", seed, config["coco"]["run"], {"model": model}, overrides,
-                        registry=DETECT_RUNS)
+        for variant, schedule in schedules.items():
+            for method, overrides in config["coco"]["methods"].items():
+                for seed in seeds("coco"):
+                    add_run("coco", name, method, variant, seed, config["coco"]["run"], {"model": model}, schedule,
+                            overrides, registry=DETECT_RUNS)
 
 
 for exp, register in dict(e1=e1, e2=e2, e3=e3, e4=e4, coco=coco).items():

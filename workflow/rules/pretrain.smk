@@ -7,8 +7,6 @@ rule pretrain:
         config=f"{CONFIGS_DIR}/pretrain/{{run}}.yaml",
     output:
         metrics=f"{RUNS_DIR}/pretrain/{{run}}/metrics.json",
-        log=f"{RUNS_DIR}/pretrain/{{run}}/log.jsonl",
-        weights=f"{RUNS_DIR}/pretrain/{{run}}/model.safetensors",
     log:
         "results/logs/pretrain/{run}.log",
     threads: config["resources"]["threads"]

@@ -1,5 +1,6 @@
 # Stage 2: every run of the experiments (scratch, adapt, finetune, lora) is one `quadranet train` job.
-# Checkpoints stay out of the outputs (<run>/checkpoints/), so an interrupted job resumes where it stopped.
+# The only declared output is metrics.json, written last and atomically: an interrupted job leaves no
+# incomplete output behind, and its checkpoints (<run>/checkpoints/, not outputs) let the rerun resume.
 
 
 rule run_config:
@@ -20,7 +21,6 @@ rule train:
         pretrained=lambda w: needs(f"{w.exp}/{w.run}"),
     output:
         metrics=f"{RUNS_DIR}/{{exp}}/{{run}}/metrics.json",
-        log=f"{RUNS_DIR}/{{exp}}/{{run}}/log.jsonl",
     log:
         "results/logs/{exp}/{run}.log",
     wildcard_constraints:
