@@ -150,3 +150,21 @@ def test_write_collected_roundtrip_with_empty_bench(collected, tmp_path):
     write_collected(tmp_path, runs, curves, pd.DataFrame())
     r, c, b = load_collected(tmp_path)
     assert len(r) == len(runs) and len(c) == len(curves) and b.empty
+
+
+def test_claim_c3_on_imagenet21k_pretraining_compares_the_largest_source_with_scratch():
+    from quadranet.report.claims import FAILS, HOLDS, UNTESTABLE, c3
+
+    def runs(dataset, adapt_largest):
+        rows = [dict(exp="pretrain", method="first_order", variant=f"src{n}", acc1=50.0, **{"cfg.data.dataset": dataset})
+                for n in (50, 1000)]
+        rows += [dict(exp="e2", method="adapt", variant="src50", acc1=70.0),
+                 dict(exp="e2", method="adapt", variant="src1000", acc1=adapt_largest),
+                 dict(exp="e2", method="scratch", variant="none", acc1=80.0)]
+        return pd.DataFrame(rows).assign(hardware="hw", status="done", backbone="convnext_tiny")
+
+    empty = pd.DataFrame()
+    ours, verdict, _ = c3(runs("imagenet21k", 79.5), empty, empty)
+    assert verdict == HOLDS and "1000 images/class: 79.50%" in ours and "50 images/class: 70.00%" in ours
+    assert c3(runs("imagenet21k", 78.0), empty, empty)[1] == FAILS  # 2 pp below scratch; 70% at src50 is ignored
+    assert c3(runs("fashion_mnist", 79.5), empty, empty)[1] == UNTESTABLE
