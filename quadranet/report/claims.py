@@ -95,7 +95,8 @@ def c3(runs, curves, bench, competitive_pp=1.0, **_):
 
 
 def c4(runs, curves, bench, competitive_pp=1.0, **_):
-    v = versus(runs, "coco", "box_ap", by=("hardware", "backbone", "variant"))
+    coco = runs.assign(box_ap=100 * runs["box_ap"]) if "box_ap" in runs else runs  # AP points, as the paper
+    v = versus(coco, "coco", "box_ap", by=("hardware", "backbone", "variant"))
     if v.empty:
         return "no COCO runs (coco.enabled is false or none finished)", UNTESTABLE, ""
     verdict = HOLDS if (v["diff"] >= -competitive_pp).all() else FAILS

@@ -198,6 +198,7 @@ def table3_coco(runs, curves, bench):
         return r, pd.DataFrame({"status": ["not run: COCO detection is off (workflow config coco.enabled: false)"]}), [
             "Paper table 3 (MS COCO detection and instance segmentation): numbers not public to us."]
     values = [v for v in ("box_ap", "mask_ap", "cost_s") if v in r]
+    r = r.assign(**{v: 100 * r[v] for v in ("box_ap", "mask_ap") if v in r})  # COCOeval's [0, 1] -> AP points
     s = summarise(r, ["hardware", "backbone", "variant", "method"], values)
     shown = s[["hardware", "backbone", "variant", "method", "seeds"]].rename(columns={"variant": "schedule"})
     for v in values:

@@ -168,3 +168,21 @@ def test_claim_c3_on_imagenet21k_pretraining_compares_the_largest_source_with_sc
     assert verdict == HOLDS and "1000 images/class: 79.50%" in ours and "50 images/class: 70.00%" in ours
     assert c3(runs("imagenet21k", 78.0), empty, empty)[1] == FAILS  # 2 pp below scratch; 70% at src50 is ignored
     assert c3(runs("fashion_mnist", 79.5), empty, empty)[1] == UNTESTABLE
+
+
+def test_coco_table_and_claim_c4_use_ap_points():
+    from quadranet.report.claims import FAILS, HOLDS, c4
+    from quadranet.report.tables import table3_coco
+
+    def runs(adapt_ap):
+        rows = [dict(method=m, seed=s, box_ap=ap, mask_ap=ap - 0.01, cost_s=100.0)
+                for m, ap in (("adapt", adapt_ap), ("scratch", 0.30)) for s in (0, 1)]
+        return pd.DataFrame(rows).assign(hardware="hw", status="done", exp="coco", backbone="efficientnet_lite0",
+                                         variant="base")
+
+    _, shown, _ = table3_coco(runs(0.45), pd.DataFrame(), pd.DataFrame())
+    assert list(shown[shown["method"] == "adapt"]["box_ap"]) == ["45.00 ± 0.00"]
+    empty = pd.DataFrame()
+    ours, verdict, _ = c4(runs(0.295), empty, empty)
+    assert verdict == HOLDS and "-0.50" in ours  # half an AP point below scratch: competitive
+    assert c4(runs(0.28), empty, empty)[1] == FAILS  # two AP points below
