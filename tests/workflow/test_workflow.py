@@ -1,8 +1,8 @@
 """The Snakemake workflow: lint, the DAG of every scale, schema validation, and a smoke run end to end."""
+import importlib.util
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,12 +16,14 @@ import yaml
 REPO = Path(__file__).parents[2]
 CONFIGS = REPO / "workflow" / "config"
 SCHEMAS = REPO / "workflow" / "schemas"
-pytestmark = pytest.mark.skipif(shutil.which("snakemake") is None, reason="snakemake is not installed")
+# snakemake of this interpreter (CI runs .venv/bin/python -m pytest without the venv on PATH)
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("snakemake") is None, reason="snakemake is not installed")
 
 
 def snakemake(workdir, *args, timeout=120):
     """Run snakemake on this repository's Snakefile with `workdir` as working directory."""
-    cmd = ["snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    cmd = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
@@ -201,7 +203,7 @@ def test_interrupted_workflow_resumes_the_training_job(tmp_path):
     cfg["run"]["train"]["checkpoint_every"] = 1
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     run = tmp_path / "results" / "runs" / "e1" / "convnext_atto" / "scratch" / "base" / "seed0"
-    cmd = ["snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--cores", "1",
+    cmd = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--cores", "1",
            "--configfile", str(tmp_path / "c.yaml")]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 300

@@ -30,9 +30,10 @@ SHEET = SHEET.set_index("name", drop=False)
 
 RUNS_DIR = "results/runs"
 CONFIGS_DIR = "results/configs"
-# the installed console script, else this interpreter's module (an uninstalled checkout)
-QUADRANET = ("quadranet" if shutil.which("quadranet") else
-             f"env PYTHONPATH={shlex.quote(workflow.basedir)} {shlex.quote(sys.executable)} -m quadranet.cli")
+# Jobs run this checkout's quadranet package (PYTHONPATH), through the installed console script (the job's
+# environment, e.g. a conda env) or else this interpreter (a venv that is not on PATH).
+CHECKOUT = f"env PYTHONPATH={shlex.quote(workflow.basedir)}"
+QUADRANET = f"{CHECKOUT} " + ("quadranet" if shutil.which("quadranet") else f"{shlex.quote(sys.executable)} -m quadranet.cli")
 RUNS = {}  # run id -> run config
 DETECT_RUNS = {}  # run id -> detection run config (COCO, table 3)
 MANIFEST_COLUMNS = ["exp", "backbone", "method", "variant", "seed", "run"]
@@ -134,7 +135,7 @@ def train_shell(gpus_key, command="train"):
     """The shell command of a training job: `quadranet <command>`, under torchrun inside this one job when
     the job holds more than one GPU (SLURM gives the job all its GPUs; nothing else launches it twice)."""
     gpus = config["resources"][gpus_key]
-    launch = (f"torchrun --standalone --nproc_per_node={gpus} -m quadranet.cli" if gpus > 1 else QUADRANET)
+    launch = (f"{CHECKOUT} torchrun --standalone --nproc_per_node={gpus} -m quadranet.cli" if gpus > 1 else QUADRANET)
     return (f"OMP_NUM_THREADS={{threads}} {launch} {command} --config {{input.config}} "
             "--out $(dirname {output.metrics}) > {log} 2>&1")
 
