@@ -194,7 +194,7 @@ def test_smoke_run_end_to_end(tmp_path):
 @pytest.mark.slow
 def test_interrupted_workflow_resumes_the_training_job(tmp_path):
     """Ctrl-C (SIGINT to the whole process group) while a training job runs, after its first checkpoint:
-    the rerun resumes that run from the checkpoint and the workflow completes."""
+    the rerun resumes that run from the checkpoint and completes it."""
     cfg = yaml.safe_load((CONFIGS / "smoke.yaml").read_text())
     cfg["e1"].update(methods=["scratch"])
     for exp in ("e2", "e3", "e4", "e5"):
@@ -204,7 +204,7 @@ def test_interrupted_workflow_resumes_the_training_job(tmp_path):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     run = tmp_path / "results" / "runs" / "e1" / "convnext_atto" / "scratch" / "base" / "seed0"
     cmd = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--cores", "1",
-           "--configfile", str(tmp_path / "c.yaml")]
+           "--configfile", str(tmp_path / "c.yaml"), str((run / "metrics.json").relative_to(tmp_path))]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 300
     while not (run / "checkpoints" / "last.pt").is_file() and time.monotonic() < deadline and proc.poll() is None:
@@ -216,5 +216,4 @@ def test_interrupted_workflow_resumes_the_training_job(tmp_path):
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["resumes"] >= 1
-    assert (tmp_path / "results" / "claims.md").is_file()
+    assert metrics["resumes"] >= 1 and metrics["epochs"] == 8
