@@ -204,7 +204,7 @@ def test_interrupted_workflow_resumes_the_training_job(tmp_path):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     run = tmp_path / "results" / "runs" / "e1" / "convnext_atto" / "scratch" / "base" / "seed0"
     cmd = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--cores", "1",
-           "--configfile", str(tmp_path / "c.yaml"), str((run / "metrics.json").relative_to(tmp_path))]
+           str((run / "metrics.json").relative_to(tmp_path)), "--configfile", str(tmp_path / "c.yaml")]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 300
     while not (run / "checkpoints" / "last.pt").is_file() and time.monotonic() < deadline and proc.poll() is None:
