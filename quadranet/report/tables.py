@@ -201,8 +201,9 @@ def table3_coco(runs, curves, bench):
     r = r.assign(**{v: 100 * r[v] for v in ("box_ap", "mask_ap") if v in r})  # COCOeval's [0, 1] -> AP points
     s = summarise(r, ["hardware", "backbone", "variant", "method"], values)
     shown = s[["hardware", "backbone", "variant", "method", "seeds"]].rename(columns={"variant": "schedule"})
+    names = {"box_ap": "box AP", "mask_ap": "mask AP", "cost_s": "cost (device-s)"}
     for v in values:
-        shown[v] = [pm(m, d) for m, d in zip(s[f"{v}_mean"], s[f"{v}_std"])]
+        shown[names[v]] = [pm(m, d) for m, d in zip(s[f"{v}_mean"], s[f"{v}_std"])]
     return s, shown, ["box / mask AP: COCO mAP@[.5:.95] (x100) of `quadranet detect train`.", provenance_note(r)]
 
 

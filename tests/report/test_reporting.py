@@ -181,7 +181,7 @@ def test_coco_table_and_claim_c4_use_ap_points():
                                          variant="base")
 
     _, shown, _ = table3_coco(runs(0.45), pd.DataFrame(), pd.DataFrame())
-    assert list(shown[shown["method"] == "adapt"]["box_ap"]) == ["45.00 ± 0.00"]
+    assert list(shown[shown["method"] == "adapt"]["box AP"]) == ["45.00 ± 0.00"]
     empty = pd.DataFrame()
     ours, verdict, _ = c4(runs(0.295), empty, empty)
     assert verdict == HOLDS and "-0.50" in ours  # half an AP point below scratch: competitive
