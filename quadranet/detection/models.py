@@ -27,6 +27,7 @@ from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastL
 
 from .. import convert
 from ..config import ConfigError
+from ..engine import build as engine_build
 from ..models.pretrained import PRETRAINED
 from .config import DetectionConfig
 
@@ -231,13 +232,5 @@ def parameter_groups(model: nn.Module) -> dict:
 
 
 def set_trainable(model: nn.Module, groups: list) -> int:
-    """Train exactly the union of `groups`; returns the number of trainable parameters."""
-    table = parameter_groups(model)
-    chosen = set().union(*(table[g] for g in groups))
-    n = 0
-    for p in model.parameters():
-        p.requires_grad_(id(p) in chosen)
-        n += p.numel() if id(p) in chosen else 0
-    if n == 0:
-        raise ConfigError(f"train.trainable={groups} selects no parameter of this detector")
-    return n
+    """Train exactly the union of `groups` of the detector; returns the number of trainable parameters."""
+    return engine_build.set_trainable(model, groups, parameter_groups(model))

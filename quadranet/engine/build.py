@@ -10,6 +10,7 @@ Methods (arXiv 2405.03192 and its baselines):
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import timm
 import torch
@@ -134,16 +135,17 @@ def parameter_groups(model: nn.Module) -> dict:
 DEFAULT_TRAINABLE = {"scratch": ["all"], "finetune": ["all"], "adapt": ["quadratic", "head"], "lora": ["lora", "head"]}
 
 
-def set_trainable(model: nn.Module, groups: list) -> int:
-    """Train exactly the union of `groups`; returns the number of trainable parameters."""
-    table = parameter_groups(model)
+def set_trainable(model: nn.Module, groups: list, table: Optional[dict] = None) -> int:
+    """Train exactly the union of `groups` (names of `table`: group -> parameter ids; default
+    `parameter_groups(model)`); returns the number of trainable parameters."""
+    table = parameter_groups(model) if table is None else table
     chosen = set().union(*(table[g] for g in groups))
     n = 0
     for p in model.parameters():
         p.requires_grad_(id(p) in chosen)
         n += p.numel() if id(p) in chosen else 0
     if n == 0:
-        raise ConfigError(f"trainable={groups} selects no parameter of this model")
+        raise ConfigError(f"trainable={groups} selects no parameter of this {type(model).__name__}")
     return n
 
 
