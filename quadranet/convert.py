@@ -193,7 +193,9 @@ class ConversionReport:
 def _count_flops(fn, *args) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
+    from .layers.grouped import conv_formulation
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad(), conv_formulation():
         fn(*args)
     return counter.get_total_flops()
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-import torch
 
 from .. import io
 from ..config import ConfigError, load_config

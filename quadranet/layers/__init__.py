@@ -2,7 +2,8 @@
 and the linear low-rank (LoRA) baseline."""
 from .adapter import QuadraticAdapter, atrous_padding, is_supported
 from .lora import LowRankAdapter
-from .product import KERNELS, ConvGeometry, QuadraticProductFn, quadratic_product
+from .grouped import ConvGeometry
+from .product import KERNELS, QuadraticProductFn, quadratic_product
 from .quadratic import QuadraticConv2d, QuadraticLinear
 
 __all__ = [

@@ -18,7 +18,8 @@ from timm.layers import Conv2dSame
 from timm.layers.padding import pad_same
 from torch import Tensor, nn
 
-from .product import ConvGeometry, check_kernel, quadratic_product
+from .grouped import ConvGeometry, grouped_pointwise
+from .product import check_kernel, quadratic_product
 
 
 def _pair(v) -> tuple:
@@ -127,6 +128,8 @@ class QuadraticAdapter(nn.Module):
             x, self.quad_a.weight, None, self.quad_b.weight, None, self._geometry(),
             self.kernel, self.sigma, self.memory_efficient,
         )
+        if isinstance(self.quad_out, nn.Conv2d):
+            return grouped_pointwise(q, self.quad_out.weight, self.quad_out.groups)
         return self.quad_out(q)
 
     def forward(self, x: Tensor) -> Tensor:

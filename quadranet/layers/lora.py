@@ -26,6 +26,7 @@ from timm.layers.padding import pad_same
 from torch import Tensor, nn
 
 from .adapter import _pair, atrous_padding, is_supported
+from .grouped import ConvGeometry, grouped_conv, grouped_pointwise
 
 
 class LowRankAdapter(nn.Module):
@@ -76,7 +77,11 @@ class LowRankAdapter(nn.Module):
         """The low-rank term alone, B(A(x))."""
         if self.tf_same:
             x = pad_same(x, self.kernel_size, self.lora_a.stride, self.dilation)
-        return self.lora_b(self.lora_a(x))
+        a, b = self.lora_a, self.lora_b
+        if isinstance(a, nn.Linear):
+            return b(a(x))
+        h = grouped_conv(x, a.weight, None, ConvGeometry(a.stride, a.padding, a.dilation, a.groups))
+        return grouped_pointwise(h, b.weight, b.groups)
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.primary(x)

@@ -3,28 +3,21 @@
 `f_a`, `f_b` are convolutions or linear maps of the same input. The plain path lets autograd keep both
 branch outputs for backward; the memory-efficient path (QuadraLib's "hybrid" backprop, Xu et al. MLSys
 2022) saves only the input and the weights, and recomputes the two branches in backward. Layout follows
-timm `layers/activations_me.py`: forward and backward helpers, one `autograd.Function`, one entry point.
+timm `layers/activations_me.py`: forward helpers, one `autograd.Function`, one entry point.
 
 Kernels: `bilinear` k(a, b) = a * b (the quadratic neuron), `rbf` k(a, b) = exp(-(a - b)^2 / 2 sigma^2).
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .grouped import ConvGeometry, grouped_conv
+
 KERNELS = ("bilinear", "rbf")
-
-
-class ConvGeometry(NamedTuple):
-    """stride, padding, dilation, groups of a conv branch; `None` in their place means a linear branch."""
-
-    stride: tuple
-    padding: object  # tuple of ints or 'same' / 'valid'
-    dilation: tuple
-    groups: int
 
 
 def check_kernel(kernel: str, sigma: float) -> None:
@@ -35,9 +28,38 @@ def check_kernel(kernel: str, sigma: float) -> None:
 
 
 def branch(x: Tensor, weight: Tensor, bias: Optional[Tensor], geom: Optional[ConvGeometry]) -> Tensor:
+    return F.linear(x, weight, bias) if geom is None else grouped_conv(x, weight, bias, geom)
+
+
+# Both branches run as one layer with twice the outputs: one conv (or matmul) launch instead of two, which
+# on CPU makes the grouped factor convs of the adapter 1.4-1.8x faster (forward + backward). Within each
+# group the fused outputs are [a_1..a_r, b_1..b_r], so the fused grouped conv sees the same inputs per group.
+def fuse(t_a: Optional[Tensor], t_b: Optional[Tensor], groups: int) -> Optional[Tensor]:
+    """Weights (or biases) of the two branches as those of one branch with twice the outputs."""
+    if t_a is None and t_b is None:
+        return None
+    if t_a is None or t_b is None:  # one branch without bias: a zero bias keeps the fusion exact
+        t_a = torch.zeros_like(t_b) if t_a is None else t_a
+        t_b = torch.zeros_like(t_a) if t_b is None else t_b
+    per = t_a.shape[0] // groups
+    return torch.stack([t_a.reshape(groups, per, *t_a.shape[1:]), t_b.reshape(groups, per, *t_b.shape[1:])], 1).reshape(
+        2 * t_a.shape[0], *t_a.shape[1:])
+
+
+def split(y: Tensor, groups: int, geom: Optional[ConvGeometry]) -> tuple[Tensor, Tensor]:
+    """The two branch outputs inside a fused output, as views of shape (N, groups, r, ...) or (..., r)."""
     if geom is None:
-        return F.linear(x, weight, bias)
-    return F.conv2d(x, weight, bias, geom.stride, geom.padding, geom.dilation, geom.groups)
+        return y.chunk(2, dim=-1)
+    v = y.unflatten(1, (groups, 2, -1))
+    return v[:, :, 0], v[:, :, 1]
+
+
+def _groups(geom: Optional[ConvGeometry]) -> int:
+    return 1 if geom is None else geom.groups
+
+
+def _flat(q: Tensor, geom: Optional[ConvGeometry]) -> Tensor:
+    return q if geom is None else q.flatten(1, 2)
 
 
 def kernel_fwd(a: Tensor, b: Tensor, kernel: str, sigma: float) -> Tensor:
@@ -46,74 +68,35 @@ def kernel_fwd(a: Tensor, b: Tensor, kernel: str, sigma: float) -> Tensor:
     return torch.exp((a - b).square() * (-0.5 / sigma**2))
 
 
-def kernel_bwd(a: Tensor, b: Tensor, grad: Tensor, kernel: str, sigma: float) -> tuple[Tensor, Tensor]:
-    """Gradients of k(a, b) with respect to a and b, given the output gradient."""
-    if kernel == "bilinear":
-        return grad * b, grad * a
-    diff = a - b
-    ga = grad * torch.exp(diff.square() * (-0.5 / sigma**2)) * diff * (-1.0 / sigma**2)
-    return ga, -ga
-
-
-def branch_bwd(x: Tensor, weight: Tensor, grad: Tensor, geom: Optional[ConvGeometry], needs: tuple):
-    """(grad_x, grad_weight, grad_bias) of one linear branch; entries not in `needs` are None."""
-    gx = gw = gb = None
-    if geom is None:
-        if needs[0]:
-            gx = grad @ weight.to(grad.dtype)
-        flat_g = grad.reshape(-1, grad.shape[-1])
-        if needs[1]:
-            gw = flat_g.t() @ x.reshape(-1, x.shape[-1]).to(grad.dtype)
-        if needs[2]:
-            gb = flat_g.sum(0)
-        return gx, gw, gb
-    padding = geom.padding
-    if isinstance(padding, str):  # conv2d_input/weight want numbers; 'same' here always has stride 1
-        kh, kw = weight.shape[-2:]
-        padding = (0, 0) if padding == "valid" else (geom.dilation[0] * (kh - 1) // 2, geom.dilation[1] * (kw - 1) // 2)
-    if needs[0]:
-        gx = torch.nn.grad.conv2d_input(x.shape, weight.to(grad.dtype), grad, geom.stride, padding, geom.dilation, geom.groups)
-    if needs[1]:
-        gw = torch.nn.grad.conv2d_weight(x.to(grad.dtype), weight.shape, grad, geom.stride, padding, geom.dilation, geom.groups)
-    if needs[2]:
-        gb = grad.sum((0, 2, 3))
-    return gx, gw, gb
+def product(x, weight_a, bias_a, weight_b, bias_b, geom, kernel, sigma) -> Tensor:
+    """k(f_a(x), f_b(x)), with both branches run as one fused branch."""
+    g = _groups(geom)
+    a, b = split(branch(x, fuse(weight_a, weight_b, g), fuse(bias_a, bias_b, g), geom), g, geom)
+    return _flat(kernel_fwd(a, b, kernel, sigma), geom)
 
 
 class QuadraticProductFn(torch.autograd.Function):
-    """k(f_a(x), f_b(x)) that keeps only x and the weights for backward and recomputes f_a(x), f_b(x)."""
+    """k(f_a(x), f_b(x)) that keeps only x and the weights for backward and recomputes f_a(x), f_b(x) there."""
 
     @staticmethod
     def forward(ctx, x, weight_a, bias_a, weight_b, bias_b, geom, kernel, sigma):
-        a = branch(x, weight_a, bias_a, geom)
-        b = branch(x, weight_b, bias_b, geom)
         ctx.save_for_backward(x, weight_a, bias_a, weight_b, bias_b)
         ctx.geom, ctx.kernel, ctx.sigma = geom, kernel, sigma
-        # Recompute under the autocast state of forward, so that backward sees the same a and b.
+        # Recompute under the autocast state of forward, so that backward sees the same branch outputs.
         dev = x.device.type
         ctx.autocast = (dev, torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev))
-        return kernel_fwd(a, b, kernel, sigma)
+        return product(x, weight_a, bias_a, weight_b, bias_b, geom, kernel, sigma)
 
     @staticmethod
     def backward(ctx, grad):
-        x, weight_a, bias_a, weight_b, bias_b = ctx.saved_tensors
-        geom, kernel, sigma = ctx.geom, ctx.kernel, ctx.sigma
+        inputs = [None if t is None else t.detach().requires_grad_(need)
+                  for t, need in zip(ctx.saved_tensors, ctx.needs_input_grad)]
+        wanted = [t for t in inputs if t is not None and t.requires_grad]
         dev, enabled, dtype = ctx.autocast
-        with torch.autocast(dev, dtype=dtype, enabled=enabled):
-            a = branch(x, weight_a, bias_a, geom)
-            b = branch(x, weight_b, bias_b, geom)
-        ga, gb = kernel_bwd(a, b, grad.to(a.dtype), kernel, sigma)
-        del a, b
-        need = ctx.needs_input_grad
-        gx_a, gwa, gba = branch_bwd(x, weight_a, ga, geom, (need[0], need[1], bias_a is not None and need[2]))
-        del ga
-        gx_b, gwb, gbb = branch_bwd(x, weight_b, gb, geom, (need[0], need[3], bias_b is not None and need[4]))
-        gx = None if gx_a is None else (gx_a + gx_b).to(x.dtype)
-
-        def cast(g, ref):
-            return None if g is None else g.to(ref.dtype)
-
-        return gx, cast(gwa, weight_a), cast(gba, bias_a), cast(gwb, weight_b), cast(gbb, bias_b), None, None, None
+        with torch.enable_grad(), torch.autocast(dev, dtype=dtype, enabled=enabled):
+            out = product(*inputs, ctx.geom, ctx.kernel, ctx.sigma)
+        grads = iter(torch.autograd.grad(out, wanted, grad))
+        return (*(next(grads) if t is not None and t.requires_grad else None for t in inputs), None, None, None)
 
 
 def quadratic_product(
@@ -130,4 +113,4 @@ def quadratic_product(
     """k(f_a(x), f_b(x)); `memory_efficient` recomputes the branches in backward instead of storing them."""
     if memory_efficient and torch.is_grad_enabled():
         return QuadraticProductFn.apply(x, weight_a, bias_a, weight_b, bias_b, geom, kernel, sigma)
-    return kernel_fwd(branch(x, weight_a, bias_a, geom), branch(x, weight_b, bias_b, geom), kernel, sigma)
+    return product(x, weight_a, bias_a, weight_b, bias_b, geom, kernel, sigma)

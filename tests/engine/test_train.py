@@ -1,6 +1,5 @@
 """`quadranet train` end to end on real Fashion-MNIST images with timm's tiny test_convnext (CPU, seconds)."""
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -41,6 +41,38 @@ def test_linear_gradcheck(kernel):
     )
 
 
+@pytest.mark.parametrize("memory_efficient", [False, True])
+@pytest.mark.parametrize("kernel", ["bilinear", "rbf"])
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_fused_branches_equal_the_definition(case, kernel, memory_efficient):
+    """Both branches run as one conv internally; values and gradients equal two separate convs."""
+    cin, cout, k, s, p, d, g = case
+    geom = ConvGeometry((s, s), (p, p), (d, d), g)
+    x, wa, ba, wb, _ = _conv_inputs(cin, cout, k, g)
+    args = (x, wa, ba, wb)
+    a = torch.nn.functional.conv2d(x, wa, ba, s, p, d, g)
+    b = torch.nn.functional.conv2d(x, wb, None, s, p, d, g)
+    ref = a * b if kernel == "bilinear" else torch.exp(-(a - b).square() / (2 * 1.5**2))
+    out = quadratic_product(x, wa, ba, wb, None, geom, kernel, 1.5, memory_efficient)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    weights = torch.randn_like(ref)
+    for got, want in zip(torch.autograd.grad((out * weights).sum(), args), torch.autograd.grad((ref * weights).sum(), args)):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("memory_efficient", [False, True])
+def test_fused_linear_branches_equal_the_definition(memory_efficient):
+    x = torch.randn(3, 2, 5, dtype=torch.float64, requires_grad=True)
+    wa, wb = (torch.randn(4, 5, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    bb = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    out = quadratic_product(x, wa, None, wb, bb, None, memory_efficient=memory_efficient)
+    ref = (x @ wa.t()) * (x @ wb.t() + bb)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    args = (x, wa, wb, bb)
+    for got, want in zip(torch.autograd.grad(out.sum(), args), torch.autograd.grad(ref.sum(), args)):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("case", CONV_CASES)
 def test_memory_efficient_matches_plain_autograd(case):
     cin, cout, k, s, p, d, g = case
@@ -74,3 +106,37 @@ def test_no_grad_path_matches():
         a = quadratic_product(x, wa, ba, wb, bb, geom, memory_efficient=True)
     b = quadratic_product(x, wa, ba, wb, bb, geom)
     torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("geometry", [
+    # (channels, multiplier, kernel, stride, padding, dilation)
+    (3, 2, (3, 3), (1, 1), (2, 2), (2, 2)),  # the adapter's atrous factors
+    (2, 1, (5, 3), (2, 1), (1, 0), (1, 2)),  # strided, uneven kernel, multiplier 1
+    (4, 3, (3, 3), (2, 2), (0, 0), (1, 1)),  # unpadded, stride 2 on an odd size
+    (2, 2, (3, 3), (1, 1), "same", (2, 2)),
+])
+def test_depthwise_unfold_equals_conv(geometry):
+    """The CPU path for one-input-channel-per-group convs gives F.conv2d's values and gradients."""
+    from quadranet.layers.grouped import DepthwiseUnfoldFn
+
+    c, mult, k, s, p, d = geometry
+    geom = ConvGeometry(s, p, d, c)
+    x = torch.randn(2, c, 7, 6, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(c * mult, 1, *k, dtype=torch.float64, requires_grad=True)
+    ref = torch.nn.functional.conv2d(x, w, None, s, p, d, c)
+    out = DepthwiseUnfoldFn.apply(x, w, geom)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda x, w: DepthwiseUnfoldFn.apply(x, w, geom), (x, w))
+
+
+@pytest.mark.parametrize("channels, outputs, groups", [(12, 3, 3), (12, 6, 3), (8, 8, 1)])
+def test_grouped_pointwise_equals_conv(channels, outputs, groups):
+    from quadranet.layers.grouped import grouped_pointwise
+
+    q = torch.randn(2, channels, 3, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(outputs, channels // groups, 1, 1, dtype=torch.float64, requires_grad=True)
+    ref = torch.nn.functional.conv2d(q, w, None, 1, 0, 1, groups)
+    out = grouped_pointwise(q, w, groups)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    for got, want in zip(torch.autograd.grad(out.sum(), (q, w)), torch.autograd.grad(ref.sum(), (q, w))):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)

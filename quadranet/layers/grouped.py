@@ -1,0 +1,115 @@
+"""Grouped convolutions as the adapters use them, with faster CPU paths for the depthwise case.
+
+The adapters' factor convs have one input channel per group and several outputs per channel (2 x rank
+for the fused quadratic factors, rank for LoRA), and their projections back are grouped 1x1 convs with
+one output per group. oneDNN runs both shapes slowly on the CPU (per conv, forward + backward, 1.5-20x
+slower than the formulations below, measured with batch 32 at 1-16 px feature maps on this suite's
+2-core reference machine). On other devices both functions call `F.conv2d` (cuDNN handles these shapes).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+_FAST_CPU = [True]
+
+
+@contextmanager
+def conv_formulation():
+    """Run the plain `F.conv2d` formulation everywhere, e.g. so that FLOP counters see convolutions."""
+    _FAST_CPU.append(False)
+    try:
+        yield
+    finally:
+        _FAST_CPU.pop()
+
+
+def _fast(x: Tensor) -> bool:
+    return x.device.type == "cpu" and _FAST_CPU[-1]
+
+
+class ConvGeometry(NamedTuple):
+    """stride, padding, dilation, groups of a conv branch; `None` in their place means a linear branch."""
+
+    stride: tuple
+    padding: object  # tuple of ints or 'same' / 'valid'
+    dilation: tuple
+    groups: int
+
+
+def numeric_padding(geom: ConvGeometry, kernel_size: tuple) -> tuple:
+    """'same' / 'valid' as numbers ('same' here always has stride 1 and an even dilated extent)."""
+    if not isinstance(geom.padding, str):
+        return tuple(geom.padding)
+    if geom.padding == "valid":
+        return (0, 0)
+    return tuple(d * (k - 1) // 2 for d, k in zip(geom.dilation, kernel_size))
+
+
+def _columns(x: Tensor, kernel_size: tuple, geom: ConvGeometry) -> tuple[Tensor, tuple, tuple]:
+    """im2col of x as (channels, kh * kw, n * ho * wo), with the padding used and the output size."""
+    n, c, h, w = x.shape
+    pad = numeric_padding(geom, kernel_size)
+    out = tuple((size + 2 * p - d * (k - 1) - 1) // s + 1
+                for size, p, d, k, s in zip((h, w), pad, geom.dilation, kernel_size, geom.stride))
+    cols = F.unfold(x, kernel_size, geom.dilation, pad, geom.stride)  # (n, c * kh * kw, ho * wo)
+    taps = kernel_size[0] * kernel_size[1]
+    return cols.view(n, c, taps, -1).permute(1, 2, 0, 3).reshape(c, taps, -1), pad, out
+
+
+class DepthwiseUnfoldFn(torch.autograd.Function):
+    """A conv with one input channel per group (any channel multiplier), as im2col + one batched matmul.
+
+    Equal to `F.conv2d`. On the CPU, oneDNN runs such convs with a channel multiplier (the adapter's fused
+    factor convs have 2 x rank outputs per channel) slowly; this is up to 3x faster there, the more so the
+    smaller the feature map. Like the conv, it keeps only x and the weight for backward, not the columns.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, geom):
+        n, c = x.shape[:2]
+        kernel_size = tuple(weight.shape[-2:])
+        cols, _, (ho, wo) = _columns(x, kernel_size, geom)
+        y = torch.bmm(weight.view(c, -1, cols.shape[1]), cols)  # (c, mult, n * ho * wo)
+        ctx.save_for_backward(x, weight)
+        ctx.geom = geom
+        return y.view(-1, n, ho, wo).transpose(0, 1).contiguous()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        n, c, h, w = x.shape
+        kernel_size = tuple(weight.shape[-2:])
+        geom = ctx.geom
+        cols, pad, _ = _columns(x, kernel_size, geom)
+        taps = cols.shape[1]
+        g = grad.reshape(n, c, -1, grad.shape[-2] * grad.shape[-1]).permute(1, 2, 0, 3).reshape(c, -1, cols.shape[2])
+        gx = gw = None
+        if ctx.needs_input_grad[1]:
+            gw = torch.bmm(g, cols.transpose(1, 2)).view_as(weight)
+        if ctx.needs_input_grad[0]:
+            gcols = torch.bmm(weight.view(c, -1, taps).transpose(1, 2), g)  # (c, taps, n * l)
+            gcols = gcols.view(c, taps, n, -1).permute(2, 0, 1, 3).reshape(n, c * taps, -1)
+            gx = F.fold(gcols, (h, w), kernel_size, geom.dilation, pad, geom.stride)
+        return gx, gw, None
+
+
+def grouped_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], geom: ConvGeometry) -> Tensor:
+    """`F.conv2d` with the geometry `geom`, through `DepthwiseUnfoldFn` for one-input-channel groups on the CPU."""
+    if _fast(x) and weight.shape[1] == 1 and geom.groups == x.shape[1] > 1:
+        y = DepthwiseUnfoldFn.apply(x, weight, geom)
+        return y if bias is None else y + bias.view(1, -1, 1, 1)
+    return F.conv2d(x, weight, bias, geom.stride, geom.padding, geom.dilation, geom.groups)
+
+
+def grouped_pointwise(q: Tensor, weight: Tensor, groups: int) -> Tensor:
+    """The 1x1 grouped conv that projects the factors back (the adapter's P); on the CPU, where each group has
+    one output (depthwise primaries), a multiply-and-sum, which is 1.5-20x faster there than oneDNN's conv."""
+    if _fast(q) and weight.shape[0] == groups:
+        return (q.unflatten(1, (groups, -1)) * weight.view(1, groups, -1, 1, 1)).sum(2)
+    return F.conv2d(q, weight, None, 1, 0, 1, groups)
