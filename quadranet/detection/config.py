@@ -1,7 +1,7 @@
 """Detection run configuration: YAML + `section.key=value` overrides, validated like `quadranet.config`.
 
-The defaults are the embedded run (Fashion-MNIST canvases, a small Mask R-CNN on EfficientNet-Lite0 at
-128 px, minutes on a laptop CPU). `PRESETS` hold the paper-scale settings: COCO 2017 with the 1x and 3x
+The defaults are the embedded run (160 Fashion-MNIST canvases of 96 px, a small Mask R-CNN on
+EfficientNet-Lite0, 5 epochs: about 2-4 minutes per run on one core of the reference CPU). `PRESETS` hold the paper-scale settings: COCO 2017 with the 1x and 3x
 schedules of Detectron2 (90k / 270k iterations at batch 16, about 12 / 36 epochs, lr x0.1 at 60k and 80k
 / 210k and 250k iterations), torchvision's Mask R-CNN / FCOS head sizes, SGD at lr 0.02.
 """
@@ -18,6 +18,7 @@ from typing import Optional, Union
 import yaml
 
 from ..config import AdapterConfig, ConfigError, _build, _fix_numbers, _get, parse_override
+from .synthetic import CanvasSpec
 
 __all__ = ["DETECTORS", "DetectionConfig", "PRESETS", "SCHEDULES", "config_hash", "default_trainable",
            "load_detection_config", "to_yaml", "validate"]
@@ -45,23 +46,16 @@ class DetModelConfig:
     anchor_size: int = 16  # maskrcnn / retinanet anchor side at the finest FPN level, doubling per level
     box_head_dim: int = 256  # maskrcnn box head MLP width (torchvision: 1024)
     mask_head_layers: list = field(default_factory=lambda: [64, 64])  # maskrcnn mask head (torchvision: 4 x 256)
-    rpn_proposals: int = 300  # maskrcnn proposals kept per image in training (half at test); torchvision 2000
-    roi_batch: int = 128  # maskrcnn RoIs sampled per image for the box head (torchvision: 512)
+    rpn_proposals: int = 150  # maskrcnn proposals kept per image in training (half at test); torchvision 2000
+    roi_batch: int = 64  # maskrcnn RoIs sampled per image for the box head (torchvision: 512)
     score_thresh: float = 0.05  # detections below are dropped before evaluation
     freeze_bn: Optional[bool] = None  # backbone BatchNorm frozen (statistics and affine); None: when pretrained
 
 
-@dataclass
-class CanvasConfig:
-    """The embedded set (see synthetic.CanvasSpec)."""
-    train_size: int = 200
-    val_size: int = 50
-    canvas: int = 128
-    min_objects: int = 1
-    max_objects: int = 3
-    min_side: int = 24
-    max_side: int = 64
-    seed: int = 0
+# The canvas section: synthetic.CanvasSpec's fields and defaults, mutable here for overrides (validate()
+# builds the frozen spec, which checks them).
+CanvasConfig = dataclasses.make_dataclass(
+    "CanvasConfig", [(f.name, f.type, f.default) for f in dataclasses.fields(CanvasSpec)])
 
 
 @dataclass
@@ -78,8 +72,8 @@ class DetDataConfig:
     val_ann: Optional[str] = None
     canvas: CanvasConfig = field(default_factory=CanvasConfig)
     fashion_mnist_root: Optional[str] = None
-    min_size: int = 128  # the detector resizes images so the short side is min_size, long side <= max_size
-    max_size: int = 128
+    min_size: int = 96  # the detector resizes images so the short side is min_size, long side <= max_size
+    max_size: int = 96
     multiscale: Optional[list] = None  # training short sides, one drawn per image; the last must be min_size
     batch_size: int = 8
     eval_batch_size: int = 16
@@ -93,7 +87,7 @@ class DetDataConfig:
 @dataclass
 class DetTrainConfig:
     schedule: Optional[str] = None  # "1x" / "3x": epochs and lr steps of Detectron2's schedules
-    epochs: Optional[int] = 6  # null when a schedule is set
+    epochs: Optional[int] = 5  # null when a schedule is set
     lr_steps: Optional[list] = None  # fractions of training where lr drops x0.1; None: the schedule's (1x)
     optimizer: str = "adamw"
     lr: float = 1e-3
@@ -258,8 +252,6 @@ def validate(cfg: DetectionConfig) -> DetectionConfig:
             if getattr(d, k) is not None:
                 raise ConfigError(f"data.{k} is for data.dataset='coco'; the canvas set writes its own files")
         try:
-            from .synthetic import CanvasSpec
-
             CanvasSpec(**dataclasses.asdict(d.canvas))
         except ValueError as e:
             raise ConfigError(f"data.canvas: {e}") from None

@@ -36,13 +36,15 @@ MAX_TRIES = 50  # placements tried per garment before the canvas keeps fewer gar
 
 @dataclass(frozen=True)
 class CanvasSpec:
-    train_size: int = 200
+    """The embedded set; the defaults are the embedded detection run's (about 3-4 minutes per run on one core
+    of the reference CPU, see quadranet/detection/config.py)."""
+    train_size: int = 160
     val_size: int = 50
-    canvas: int = 128
+    canvas: int = 96
     min_objects: int = 1
     max_objects: int = 3
-    min_side: int = 24
-    max_side: int = 64
+    min_side: int = 16
+    max_side: int = 48
     seed: int = 0
 
     def __post_init__(self):

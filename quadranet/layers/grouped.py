@@ -2,12 +2,13 @@
 
 The adapters' factor convs have one input channel per group and several outputs per channel (2 x rank
 for the fused quadratic factors, rank for LoRA), and their projections back are grouped 1x1 convs with
-one output per group. oneDNN runs both shapes slowly on the CPU (per conv, forward + backward, 1.5-20x
-slower than the formulations below, measured with batch 32 at 1-16 px feature maps on this suite's
-2-core reference machine). On other devices both functions call `F.conv2d` (cuDNN handles these shapes).
+one output per group. oneDNN runs both shapes slowly on the CPU: forward + backward, the factor convs on
+feature maps of up to 4 x 4 take 1.3-2x, the projections 1.3-20x the time of the formulations below
+(batch 8-50, one thread, this suite's 2-core reference machine). On other devices both call `F.conv2d`.
 """
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from typing import NamedTuple, Optional
 
@@ -50,23 +51,27 @@ def numeric_padding(geom: ConvGeometry, kernel_size: tuple) -> tuple:
     return tuple(d * (k - 1) // 2 for d, k in zip(geom.dilation, kernel_size))
 
 
+def _out_size(x: Tensor, kernel_size: tuple, pad: tuple, geom: ConvGeometry) -> tuple:
+    return tuple((size + 2 * p - d * (k - 1) - 1) // s + 1
+                 for size, p, d, k, s in zip(x.shape[-2:], pad, geom.dilation, kernel_size, geom.stride))
+
+
 def _columns(x: Tensor, kernel_size: tuple, geom: ConvGeometry) -> tuple[Tensor, tuple, tuple]:
     """im2col of x as (channels, kh * kw, n * ho * wo), with the padding used and the output size."""
-    n, c, h, w = x.shape
+    n, c = x.shape[:2]
     pad = numeric_padding(geom, kernel_size)
-    out = tuple((size + 2 * p - d * (k - 1) - 1) // s + 1
-                for size, p, d, k, s in zip((h, w), pad, geom.dilation, kernel_size, geom.stride))
     cols = F.unfold(x, kernel_size, geom.dilation, pad, geom.stride)  # (n, c * kh * kw, ho * wo)
     taps = kernel_size[0] * kernel_size[1]
-    return cols.view(n, c, taps, -1).permute(1, 2, 0, 3).reshape(c, taps, -1), pad, out
+    return cols.view(n, c, taps, -1).permute(1, 2, 0, 3).reshape(c, taps, -1), pad, _out_size(x, kernel_size, pad, geom)
 
 
 class DepthwiseUnfoldFn(torch.autograd.Function):
     """A conv with one input channel per group (any channel multiplier), as im2col + one batched matmul.
 
     Equal to `F.conv2d`. On the CPU, oneDNN runs such convs with a channel multiplier (the adapter's fused
-    factor convs have 2 x rank outputs per channel) slowly; this is up to 3x faster there, the more so the
-    smaller the feature map. Like the conv, it keeps only x and the weight for backward, not the columns.
+    factor convs have 2 x rank outputs per channel) slowly on small feature maps: there (<= 4 x 4 outputs)
+    this is 1.3-2x faster, forward + backward; from 8 x 8 on, the conv is faster. Like the conv, it keeps
+    only x and the weight for backward, not the columns.
     """
 
     @staticmethod
@@ -99,9 +104,14 @@ class DepthwiseUnfoldFn(torch.autograd.Function):
         return gx, gw, None
 
 
+SMALL_MAP = 16  # output pixels up to which DepthwiseUnfoldFn beats oneDNN (measured: 4 x 4 yes, 8 x 8 no)
+
+
 def grouped_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], geom: ConvGeometry) -> Tensor:
-    """`F.conv2d` with the geometry `geom`, through `DepthwiseUnfoldFn` for one-input-channel groups on the CPU."""
-    if _fast(x) and weight.shape[1] == 1 and geom.groups == x.shape[1] > 1:
+    """`F.conv2d` with the geometry `geom`; on the CPU, one-input-channel groups with small outputs go through
+    `DepthwiseUnfoldFn`."""
+    if (_fast(x) and weight.shape[1] == 1 and geom.groups == x.shape[1] > 1
+            and math.prod(_out_size(x, weight.shape[-2:], numeric_padding(geom, weight.shape[-2:]), geom)) <= SMALL_MAP):
         y = DepthwiseUnfoldFn.apply(x, weight, geom)
         return y if bias is None else y + bias.view(1, -1, 1, 1)
     return F.conv2d(x, weight, bias, geom.stride, geom.padding, geom.dilation, geom.groups)

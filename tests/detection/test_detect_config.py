@@ -7,12 +7,14 @@ from quadranet.config import ConfigError
 from quadranet.detection import cli
 from quadranet.detection.config import (PRESETS, SCHEDULES, config_hash, default_trainable, load_detection_config,
                                         to_yaml)
+from quadranet.detection.synthetic import CanvasSpec
 
 
 def test_defaults_are_the_embedded_run():
     cfg = load_detection_config()
     assert cfg.method == "scratch" and cfg.model.detector == "maskrcnn" and cfg.data.dataset == "fashion_mnist_canvas"
-    assert cfg.epochs == 6 and cfg.lr_steps == SCHEDULES["1x"][1] and cfg.out_indices == (1, 2, 3, 4) and cfg.masks
+    assert cfg.epochs == 5 and cfg.lr_steps == SCHEDULES["1x"][1] and cfg.out_indices == (1, 2, 3, 4) and cfg.masks
+    assert cfg.data.canvas.canvas == cfg.data.min_size == cfg.data.max_size == CanvasSpec().canvas == 96
     assert not cfg.freeze_bn and default_trainable(cfg) == ["all"]
     fcos = load_detection_config(overrides=["model.detector=fcos", "method=adapt", "model.pretrained=offline"])
     assert fcos.out_indices == (2, 3, 4) and not fcos.masks and fcos.freeze_bn
@@ -51,9 +53,9 @@ def test_yaml_round_trip_and_hash(tmp_path):
     (["model.out_indices=[1, 2, 3]"], "maskrcnn takes 4 levels"),
     (["model.out_indices=[3, 2]", "model.detector=fcos"], "increasing backbone level indices"),
     (["model.detector=fcos", "model.fpn_channels=48"], "multiple of 32"),
-    (["data.multiscale=[96, 112]"], "ending at data.min_size=128"),
+    (["data.multiscale=[64, 80]"], "ending at data.min_size=96"),
     (["data.multiscale=[128, 96]"], "increasing positive sizes"),
-    (["data.min_size=200"], "data.min_size=200 exceeds data.max_size=128"),
+    (["data.min_size=200"], "data.min_size=200 exceeds data.max_size=96"),
     (["data.train_images=/x"], "is for data.dataset='coco'"),
     (["data.dataset=coco", "data.train_images=/x"], "go together"),
     (["data.canvas.max_objects=0"], "data.canvas:"),

@@ -140,3 +140,18 @@ def test_grouped_pointwise_equals_conv(channels, outputs, groups):
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
     for got, want in zip(torch.autograd.grad(out.sum(), (q, w)), torch.autograd.grad(ref.sum(), (q, w))):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("size", [3, 9])  # 3 x 3 outputs take the im2col path on the CPU, 9 x 9 the conv
+def test_grouped_conv_equals_conv_on_small_and_large_maps(size):
+    from quadranet.layers.grouped import conv_formulation, grouped_conv
+
+    geom = ConvGeometry((1, 1), (2, 2), (2, 2), 4)
+    x = torch.randn(2, 4, size, size, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(12, 1, 3, 3, dtype=torch.float64, requires_grad=True)
+    out = grouped_conv(x, w, None, geom)
+    with conv_formulation():
+        ref = grouped_conv(x, w, None, geom)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    for got, want in zip(torch.autograd.grad(out.sum(), (x, w)), torch.autograd.grad(ref.sum(), (x, w))):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
