@@ -284,20 +284,22 @@ def _fix_numbers(obj):
     return obj
 
 
-def load_config(path: Union[str, Path, None] = None, overrides: tuple = (), base: Optional[dict] = None) -> RunConfig:
-    """The run config of YAML file `path` (or dict `base`) with `overrides` ('a.b=value') applied."""
-    data: dict = copy.deepcopy(base) if base else {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections, got {type(loaded).__name__}")
-        data.update(loaded)
+def read_yaml(path: Union[str, Path]) -> dict:
+    """The mapping of sections in YAML file `path`; one ConfigError if it is missing, invalid or not a mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections, got {type(loaded).__name__}")
+    return loaded
+
+
+def apply_overrides(data: dict, overrides: tuple) -> dict:
+    """`data` (nested dicts) with each 'a.b=value' of `overrides` set in place."""
     for text in overrides:
         key, value = parse_override(text)
         node = data
@@ -307,19 +309,32 @@ def load_config(path: Union[str, Path, None] = None, overrides: tuple = (), base
                 raise ConfigError(f"override {text!r}: {part!r} is not a section")
             node = node.setdefault(part, {})
         node[parts[-1]] = value
-    return validate(_build(RunConfig, _fix_numbers(data)))
+    return data
 
 
-def config_hash(cfg: RunConfig) -> str:
-    """sha256 (16 hex digits) of the config minus the run-control keys."""
-    d = cfg.to_dict()
-    for key in RUN_CONTROL:
+def hash_without(d: dict, run_control: tuple) -> str:
+    """sha256 (16 hex digits) of the config dict `d` minus its `run_control` keys ('section.key')."""
+    d = copy.deepcopy(d)
+    for key in run_control:
         node = d
         *parents, last = key.split(".")
         for p in parents:
             node = node[p]
         node.pop(last, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_config(path: Union[str, Path, None] = None, overrides: tuple = (), base: Optional[dict] = None) -> RunConfig:
+    """The run config of YAML file `path` (or dict `base`) with `overrides` ('a.b=value') applied."""
+    data: dict = copy.deepcopy(base) if base else {}
+    if path is not None:
+        data.update(read_yaml(path))
+    return validate(_build(RunConfig, _fix_numbers(apply_overrides(data, overrides))))
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """sha256 (16 hex digits) of the config minus the run-control keys."""
+    return hash_without(cfg.to_dict(), RUN_CONTROL)
 
 
 def to_yaml(cfg: RunConfig) -> str:

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
 import yaml
 
-from ..config import AdapterConfig, ConfigError, _build, _fix_numbers, _get, parse_override
+from ..config import AdapterConfig, ConfigError, _build, _fix_numbers, _get, apply_overrides, hash_without, read_yaml
 from .synthetic import CanvasSpec
 
 __all__ = ["DETECTORS", "DetectionConfig", "PRESETS", "SCHEDULES", "config_hash", "default_trainable",
@@ -267,28 +265,10 @@ def load_detection_config(path: Union[str, Path, None] = None, overrides: tuple 
     data: dict = copy.deepcopy(PRESETS[preset]) if preset else {}
     layers = [copy.deepcopy(base)] if base else []
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections, got {type(loaded).__name__}")
-        layers.append(loaded)
+        layers.append(read_yaml(path))
     for layer in layers:
         _merge(data, layer)
-    for text in overrides:
-        key, value = parse_override(text)
-        node = data
-        parts = key.split(".")
-        for part in parts[:-1]:
-            if not isinstance(node.get(part, {}), dict):
-                raise ConfigError(f"override {text!r}: {part!r} is not a section")
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    return validate(_build(DetectionConfig, _fix_numbers(data)))
+    return validate(_build(DetectionConfig, _fix_numbers(apply_overrides(data, overrides))))
 
 
 def _merge(into: dict, new: dict) -> None:
@@ -301,15 +281,7 @@ def _merge(into: dict, new: dict) -> None:
 
 def config_hash(cfg: DetectionConfig) -> str:
     """sha256 (16 hex digits) of the config minus the run-control keys."""
-    d = cfg.to_dict()
-    for key in RUN_CONTROL:
-        node = d
-        *parents, last = key.split(".")
-        for p in parents:
-            node = node[p]
-        node.pop(last, None)
-    d["task"] = "detection"
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+    return hash_without({**cfg.to_dict(), "task": "detection"}, RUN_CONTROL)
 
 
 def to_yaml(cfg: DetectionConfig) -> str:

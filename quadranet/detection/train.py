@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,9 +28,9 @@ from .. import convert, io
 from ..config import ConfigError
 from ..data.loaders import ShardedBatchSampler
 from ..engine import accounting, checkpoint
-from ..engine.distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
-from ..engine.train import Logger, NonFiniteLossError, _amp_dtype, _rng_state, _set_rng_state, resolve_device, \
-    seed_everything
+from ..engine.distributed import DistInfo, all_reduce_sum, barrier
+from ..engine.train import (Logger, NonFiniteLossError, _amp_dtype, _rng_state, resolve_device, restore, run_folder,
+                            seed_everything)
 from .coco import CocoDetection, coco_paths, collate
 from .config import DetectionConfig, config_hash, default_trainable, to_yaml
 from .evaluate import coco_evaluate, empty_metrics, to_coco_results
@@ -182,22 +180,7 @@ def evaluate(model: nn.Module, dataset: CocoDetection, cfg: DetectionConfig, dev
 
 def train_detection(cfg: DetectionConfig, out, command: Optional[list] = None) -> dict:
     """Run (or resume, or find complete) detection run `cfg` into folder `out`; returns its metrics."""
-    out = Path(out)
-    chash = config_hash(cfg)
-    metrics_path = out / "metrics.json"
-    if metrics_path.exists():
-        done = json.loads(metrics_path.read_text())
-        if done.get("config_hash") == chash:
-            print(f"run {out} is complete (config {chash}); nothing to do", file=sys.stderr)
-            return done
-        raise checkpoint.CheckpointError(
-            f"{metrics_path} holds a finished run with config hash {done.get('config_hash')}, not {chash}; "
-            f"use another --out or delete that folder")
-    info = init_distributed("cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu")
-    try:
-        return _run(cfg, out, chash, info, command)
-    finally:
-        cleanup(info)
+    return run_folder(cfg, out, config_hash(cfg), _run, command)
 
 
 def _backbone_flops(model: nn.Module, size: int) -> Optional[int]:
@@ -242,13 +225,7 @@ def _run(cfg: DetectionConfig, out: Path, chash: str, info: DistInfo, command) -
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"])
-        progress = Progress(**state["progress"])
-        progress.resumes += 1
-        if energy.joules is not None and progress.energy_joules is not None:
-            energy.joules = progress.energy_joules
-        clock.seconds.update({k: v for k, v in progress.seconds.items() if k != "startup"})
-        clock.seconds["startup"] += progress.seconds.get("startup", 0.0)
+        progress = restore(progress, state, clock, energy)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         io.write_text(out / "config.yaml", to_yaml(cfg))

@@ -194,10 +194,11 @@ def _to_device(x, y, device, cfg):
     return x, y.to(device, non_blocking=True)
 
 
-def train(cfg: RunConfig, out, command: Optional[list] = None) -> dict:
-    """Run (or resume, or find complete) the training run `cfg` into folder `out`; returns its metrics."""
+def run_folder(cfg, out, chash: str, body, command: Optional[list] = None) -> dict:
+    """The metrics of run `cfg` in folder `out`: those already there if it is complete, else what
+    `body(cfg, out, chash, info, command)` returns, run inside the process group (torchrun) if any.
+    Shared by classification and detection runs."""
     out = Path(out)
-    chash = config_hash(cfg)
     metrics_path = out / "metrics.json"
     if metrics_path.exists():
         done = json.loads(metrics_path.read_text())
@@ -209,9 +210,27 @@ def train(cfg: RunConfig, out, command: Optional[list] = None) -> dict:
             f"use another --out or delete that folder")
     info = init_distributed("cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu")
     try:
-        return _run(cfg, out, chash, info, command)
+        return body(cfg, out, chash, info, command)
     finally:
         cleanup(info)
+
+
+def restore(progress, state: dict, clock: accounting.DeviceClock, energy: accounting.EnergyMeter):
+    """The run's Progress (of `progress`'s class) from checkpoint `state`, with the clock and energy meter
+    carried on from it. Work done after that checkpoint by the killed attempt is lost and not counted."""
+    _set_rng_state(state["rng"])
+    progress = type(progress)(**state["progress"])
+    progress.resumes += 1
+    if energy.joules is not None and progress.energy_joules is not None:
+        energy.joules = progress.energy_joules
+    clock.seconds.update({k: v for k, v in progress.seconds.items() if k != "startup"})
+    clock.seconds["startup"] += progress.seconds.get("startup", 0.0)
+    return progress
+
+
+def train(cfg: RunConfig, out, command: Optional[list] = None) -> dict:
+    """Run (or resume, or find complete) the training run `cfg` into folder `out`; returns its metrics."""
+    return run_folder(cfg, out, config_hash(cfg), _run, command)
 
 
 def _run(cfg: RunConfig, out: Path, chash: str, info: DistInfo, command) -> dict:
@@ -239,13 +258,7 @@ def _run(cfg: RunConfig, out: Path, chash: str, info: DistInfo, command) -> dict
     progress = Progress()
     if state is not None:
         model.load_state_dict(state["model"])
-        _set_rng_state(state["rng"])
-        progress = Progress(**state["progress"])
-        progress.resumes += 1
-        if energy.joules is not None and progress.energy_joules is not None:
-            energy.joules = progress.energy_joules  # energy spent after the checkpoint is lost with the kill
-        clock.seconds.update({k: v for k, v in progress.seconds.items() if k != "startup"})
-        clock.seconds["startup"] += progress.seconds.get("startup", 0.0)
+        progress = restore(progress, state, clock, energy)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         io.write_text(out / "config.yaml", to_yaml(cfg))
