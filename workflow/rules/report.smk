@@ -11,10 +11,10 @@ rule manifest:
     log:
         "results/logs/report/manifest.log",
     params:
-        rows=MANIFEST,
+        text=pd.DataFrame(MANIFEST, columns=MANIFEST_COLUMNS).to_csv(sep="\t", index=False),
     localrule: True
-    run:
-        write_file(output[0], pd.DataFrame(params.rows, columns=MANIFEST_COLUMNS).to_csv(sep="\t", index=False), log[0])
+    shell:
+        WRITE_TEXT
 
 
 rule collect:

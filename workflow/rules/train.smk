@@ -9,10 +9,10 @@ rule run_config:
     log:
         "results/logs/configs/{run}.log",
     params:
-        cfg=lambda w: run_config(w.run),
+        text=lambda w: yaml.safe_dump(run_config(w.run), sort_keys=False),
     localrule: True
-    run:
-        write_file(output[0], yaml.safe_dump(params.cfg, sort_keys=False), log[0])
+    shell:
+        WRITE_TEXT
 
 
 rule train:
