@@ -118,9 +118,9 @@ def needs(rid):
     return [f"{src}/metrics.json"] if src.startswith(RUNS_DIR + "/") else []
 
 
-# Shell of a local rule that writes its small text output (params.text) atomically. A shell, not a `run:`
-# block: Snakemake executes each `run:` job in a new Snakemake process that parses this workflow again
-# (about 10 s here, as it imports quadranet), and the default has about 80 such files to write.
+# Shell command that writes a small text output (params.text) atomically. Not a Python `run` block, since
+# Snakemake executes each such job in a new Snakemake process that parses this workflow again (about
+# 10 s here, as it imports quadranet), and the default writes about 80 such files.
 WRITE_TEXT = "printf '%s' {params.text:q} > {output}.tmp && mv {output}.tmp {output} && echo 'wrote {output}' > {log}"
 
 

@@ -13,6 +13,8 @@ rule manifest:
     params:
         text=pd.DataFrame(MANIFEST, columns=MANIFEST_COLUMNS).to_csv(sep="\t", index=False),
     localrule: True
+    conda:
+        "../../envs/quadranet.yaml"
     shell:
         WRITE_TEXT
 

@@ -11,6 +11,8 @@ rule run_config:
     params:
         text=lambda w: yaml.safe_dump(run_config(w.run), sort_keys=False),
     localrule: True
+    conda:
+        "../../envs/quadranet.yaml"
     shell:
         WRITE_TEXT
 
