@@ -119,7 +119,7 @@ def grouped_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], geom: ConvGe
 
 def grouped_pointwise(q: Tensor, weight: Tensor, groups: int) -> Tensor:
     """The 1x1 grouped conv that projects the factors back (the adapter's P); on the CPU, where each group has
-    one output (depthwise primaries), a multiply-and-sum, which is 1.5-20x faster there than oneDNN's conv."""
+    one output (depthwise primaries), a multiply-and-sum, which is 1.3-20x faster there than oneDNN's conv."""
     if _fast(q) and weight.shape[0] == groups:
         return (q.unflatten(1, (groups, -1)) * weight.view(1, groups, -1, 1, 1)).sum(2)
     return F.conv2d(q, weight, None, 1, 0, 1, groups)
