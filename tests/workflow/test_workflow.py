@@ -206,7 +206,10 @@ def test_interrupted_workflow_resumes_the_training_job(tmp_path):
     run = tmp_path / "results" / "runs" / "e1" / "convnext_atto" / "scratch" / "base" / "seed0"
     cmd = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--cores", "1",
            str((run / "metrics.json").relative_to(tmp_path)), "--configfile", str(tmp_path / "c.yaml")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    # SIGINT back to its default in the child: a pytest started in the background (`cmd &`, as CI scripts
+    # may do) ignores SIGINT, every process it starts would inherit that, and Ctrl-C would do nothing.
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while not (run / "checkpoints" / "last.pt").is_file() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
