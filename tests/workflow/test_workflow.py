@@ -152,11 +152,24 @@ def test_schema_rejects_a_bad_config(tmp_path, edit, message):
     (lambda c: c.update(unknown_section=1), "Additional properties are not allowed"),  # the schema, wired in
     (lambda c: c["run"]["train"].update(lr=-1.0), "train.lr=-1.0 must be > 0"),  # quadranet's own check
     (lambda c: c["e1"].update(backbones=["resnet_missing"]), "is not a row of"),
+    (lambda c: c["e1"].update(epochs_factor={"ResNet": 2}), "e1.epochs_factor names families ['ResNet']"),
 ])
 def test_workflow_refuses_a_bad_config(tmp_path, edit, message):
     out = snakemake(tmp_path, "-n", "--configfile", str(bad_config(tmp_path, edit)))
     assert out.returncode != 0
     assert message in out.stdout + out.stderr
+
+
+def test_e1_epochs_factor_multiplies_the_epochs_of_that_family_only(tmp_path):
+    config = bad_config(tmp_path, lambda c: c["e1"].update(epochs_factor={"ConvNeXt": 3}))
+    smoke = yaml.safe_load((CONFIGS / "smoke.yaml").read_text())["methods"]
+    runs = {m: f"results/configs/e1/convnext_atto/{m}/base/seed0.yaml" for m in ("scratch", "adapt")}
+    out = snakemake(tmp_path, "--cores", "1", *runs.values(), "--configfile", str(config))
+    assert out.returncode == 0, out.stderr[-3000:]
+    scratch, adapt = (yaml.safe_load((tmp_path / runs[m]).read_text())["train"] for m in ("scratch", "adapt"))
+    assert scratch["epochs"] == 3 * smoke["scratch"]["train"]["epochs"] and scratch["stages"] == []
+    assert [s["epochs"] for s in adapt["stages"]] == [3 * s["epochs"] for s in smoke["adapt"]["train"]["stages"]]
+    assert [s["trainable"] for s in adapt["stages"]] == [s["trainable"] for s in smoke["adapt"]["train"]["stages"]]
 
 
 def test_schema_rejects_a_bad_backbone_sheet(tmp_path):
