@@ -122,9 +122,9 @@ def table1_adaptation(runs, curves, bench):
     if r.empty:
         return r, r, ["E1 not run (e1.enabled false, or no run finished)."]
     r = r.assign(trainable_m=r["trainable_params"] / 1e6, params_m=r["params"] / 1e6)
-    r = r.assign(epochs=_col(r, "epochs"))
+    r = r.assign(steps=_col(r, "steps"))
     s = summarise(r, ["hardware", "backbone", "method"],
-                  ["acc1", "initial_acc1", "cost_s", "trainable_m", "params_m", "epochs"])
+                  ["acc1", "initial_acc1", "cost_s", "trainable_m", "params_m", "steps"])
     sv = savings(runs, curves, by=("hardware", "exp", "backbone"))
     sv = sv[sv["exp"] == "e1"] if len(sv) else sv
     if len(sv):
@@ -134,7 +134,7 @@ def table1_adaptation(runs, curves, bench):
     shown = pd.DataFrame({
         "hardware": s["hardware"], "backbone": s["backbone"], "params (M)": s["params_m_mean"].map("{:.2f}".format),
         "method": s["method"], "seeds": s["seeds"],
-        "epochs": s["epochs_mean"].map(lambda v: "" if pd.isna(v) else f"{v:g}"),
+        "steps": s["steps_mean"].map(lambda v: "" if pd.isna(v) else f"{v:g}"),
         "top-1 (%)": [pm(m, d) for m, d in zip(s["acc1_mean"], s["acc1_std"])],
         "start top-1 (%)": s["initial_acc1_mean"].map(lambda v: "" if pd.isna(v) else f"{v:.2f}"),
         "trainable (M)": s["trainable_m_mean"].map("{:.3f}".format),
@@ -146,8 +146,8 @@ def table1_adaptation(runs, curves, bench):
     notes = ["Methods: scratch = quadratic (QuadraNet V2 structure) from random init; adapt = V2 adaptation of the "
              "pretrained first-order weights; finetune = first-order finetune; fo_scratch = first-order from random "
              "init; lora = LoRA adapter at the quadratic adapter's parameter count.",
-             "cost = device-seconds of training + evaluation (start-up apart); mean ± std over seeds. epochs = "
-             "passes over the target set, all stages together.",
+             "cost = device-seconds of training + evaluation (start-up apart); mean ± std over seeds. steps = "
+             "optimizer steps, all stages together.",
              *[f"{row['hardware']} / {row['backbone']}: {describe(row)}." for _, row in sv.iterrows()],
              *[f"{v.hardware} / {v.backbone}: adapt - scratch top-1 = {v.diff:+.2f} pp, "
                f"{'beyond' if v.beyond_spread else 'within'} the seed spread (± {v.a_std:.2f} and ± {v.b_std:.2f}, "

@@ -152,7 +152,7 @@ def test_schema_rejects_a_bad_config(tmp_path, edit, message):
     (lambda c: c.update(unknown_section=1), "Additional properties are not allowed"),  # the schema, wired in
     (lambda c: c["run"]["train"].update(lr=-1.0), "train.lr=-1.0 must be > 0"),  # quadranet's own check
     (lambda c: c["e1"].update(backbones=["resnet_missing"]), "is not a row of"),
-    (lambda c: c["e1"].update(epochs_factor={"ResNet": 2}), "e1.epochs_factor names families ['ResNet']"),
+    (lambda c: c["e1"].update(family_run={"ResNet": {}}), "e1.family_run names families ['ResNet']"),
 ])
 def test_workflow_refuses_a_bad_config(tmp_path, edit, message):
     out = snakemake(tmp_path, "-n", "--configfile", str(bad_config(tmp_path, edit)))
@@ -160,16 +160,19 @@ def test_workflow_refuses_a_bad_config(tmp_path, edit, message):
     assert message in out.stdout + out.stderr
 
 
-def test_e1_epochs_factor_multiplies_the_epochs_of_that_family_only(tmp_path):
-    config = bad_config(tmp_path, lambda c: c["e1"].update(epochs_factor={"ConvNeXt": 3}))
-    smoke = yaml.safe_load((CONFIGS / "smoke.yaml").read_text())["methods"]
-    runs = {m: f"results/configs/e1/convnext_atto/{m}/base/seed0.yaml" for m in ("scratch", "adapt")}
-    out = snakemake(tmp_path, "--cores", "1", *runs.values(), "--configfile", str(config))
+def test_e1_family_run_changes_the_runs_of_that_family_only(tmp_path):
+    sheet = (REPO / "workflow" / "backbones.tsv").read_text()
+    lite0 = next(row for row in sheet.splitlines() if row.startswith("efficientnet_lite0\t"))
+    (tmp_path / "sheet.tsv").write_text(sheet.replace(lite0, lite0 + ",smoke"))  # Lite0 joins the smoke E1
+    config = bad_config(tmp_path, lambda c: (c.update(sheet=str(tmp_path / "sheet.tsv")), c["e1"].update(
+        family_run={"EfficientNet-Lite": {"data": {"batch_size": 7}}})))
+    runs = [f"results/configs/e1/{bb}/adapt/base/seed0.yaml" for bb in ("efficientnet_lite0", "convnext_atto")]
+    out = snakemake(tmp_path, "--cores", "1", *runs, "--configfile", str(config))
     assert out.returncode == 0, out.stderr[-3000:]
-    scratch, adapt = (yaml.safe_load((tmp_path / runs[m]).read_text())["train"] for m in ("scratch", "adapt"))
-    assert scratch["epochs"] == 3 * smoke["scratch"]["train"]["epochs"] and scratch["stages"] == []
-    assert [s["epochs"] for s in adapt["stages"]] == [3 * s["epochs"] for s in smoke["adapt"]["train"]["stages"]]
-    assert [s["trainable"] for s in adapt["stages"]] == [s["trainable"] for s in smoke["adapt"]["train"]["stages"]]
+    lite, atto = (yaml.safe_load((tmp_path / r).read_text()) for r in runs)
+    smoke = yaml.safe_load((CONFIGS / "smoke.yaml").read_text())
+    assert lite["data"]["batch_size"] == 7 and atto["data"]["batch_size"] == smoke["run"]["data"]["batch_size"]
+    assert lite["train"] == atto["train"]
 
 
 def test_schema_rejects_a_bad_backbone_sheet(tmp_path):

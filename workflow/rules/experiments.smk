@@ -24,36 +24,22 @@ def e1_backbones():
     return names
 
 
-def times_epochs(factor, *parts):
-    """Run keys that multiply the epochs of the run merged from config.run and `parts` (train.epochs and
-    every train.stages[].epochs, as quadranet reads them) by `factor`; none when factor is 1."""
-    if factor == 1:
-        return {}
-    from dataclasses import asdict
-
-    from quadranet.config import load_config
-
-    train = load_config(base=merge(config["run"], *parts)).train
-    stages = [dict(asdict(s), epochs=factor * s.epochs) for s in train.stages]
-    return {"train": {"epochs": factor * train.epochs, "stages": stages}}
-
-
-def e1_epochs_factor(name):
-    """config e1.epochs_factor of the sheet family of backbone `name` (1 when unset)."""
-    factors = config["e1"].get("epochs_factor") or {}
-    unknown = set(factors) - set(SHEET["family"])
+def family_run(name):
+    """config e1.family_run of the sheet family of backbone `name`: run keys for its E1 runs ({} when unset)."""
+    families = config["e1"].get("family_run") or {}
+    unknown = set(families) - set(SHEET["family"])
     if unknown:
-        raise ValueError(f"e1.epochs_factor names families {sorted(unknown)} that no row of {config['sheet']} has; "
+        raise ValueError(f"e1.family_run names families {sorted(unknown)} that no row of {config['sheet']} has; "
                          f"families: {sorted(set(SHEET['family']))}")
-    return factors.get(backbone(name)["family"], 1)
+    return families.get(backbone(name)["family"], {})
 
 
 def e1():
     for name in e1_backbones():
         for method in config["e1"]["methods"]:
             for seed in seeds("e1"):
-                parts = (config["target"], backbone_model(name), method_run("e1", method))
-                add_run("e1", name, method, "base", seed, *parts, times_epochs(e1_epochs_factor(name), *parts))
+                add_run("e1", name, method, "base", seed, config["target"], backbone_model(name),
+                        method_run("e1", method), family_run(name))
 
 
 def e2():
