@@ -146,7 +146,7 @@ def load_collected(folder: PathLike) -> tuple[pd.DataFrame, pd.DataFrame, pd.Dat
     def read(name):
         path = Path(folder) / f"{name}.csv"
         try:
-            return pd.read_csv(path, low_memory=False)
+            return pd.read_csv(path, low_memory=False).copy()  # copy: one block per dtype, not per column
         except pd.errors.EmptyDataError:
             return pd.DataFrame()
     return read("runs"), read("curves"), read("bench")

@@ -186,3 +186,18 @@ def test_coco_table_and_claim_c4_use_ap_points():
     ours, verdict, _ = c4(runs(0.295), empty, empty)
     assert verdict == HOLDS and "-0.50" in ours  # half an AP point below scratch: competitive
     assert c4(runs(0.28), empty, empty)[1] == FAILS  # two AP points below
+
+
+def test_claim_c2_is_inconclusive_when_adaptation_falls_behind_within_the_seed_spread():
+    from quadranet.report.claims import FAILS, HOLDS, INCONCLUSIVE, c2
+
+    def runs(adapt, scratch):  # top-1 per seed of the two methods, one backbone
+        rows = [dict(method=m, seed=s, acc1=a) for m, accs in (("adapt", adapt), ("scratch", scratch))
+                for s, a in enumerate(accs)]
+        return pd.DataFrame(rows).assign(hardware="hw", status="done", exp="e1", backbone="efficientnet_lite2")
+
+    empty = pd.DataFrame()
+    assert c2(runs([80.0, 81.0], [80.5, 81.5]), empty, empty)[1] == HOLDS  # 0.5 pp below: competitive
+    assert c2(runs([77.0, 78.0], [80.5, 81.5]), empty, empty)[1] == FAILS  # 3.5 pp below, spreads of 0.5
+    ours, verdict, rule = c2(runs([24.0, 32.0], [28.0, 34.0]), empty, empty)  # 3 pp below, spreads of 4 and 3
+    assert verdict == INCONCLUSIVE and "within the seed spread" in ours and "inconclusive" in rule
