@@ -1,8 +1,8 @@
 """The claims report: every claim C1-C8 with the paper's value, ours, the scale, and a verdict.
 
 Verdicts are 'holds', 'does not hold', 'inconclusive (within the seed spread)' or 'not testable at this
-scale'; the rule behind each is printed with it. Paper numbers come from a data file (workflow/paper_numbers.yaml) that cites each one and
-leaves unknown ones empty.
+scale'; the rule behind each is printed with it. Paper numbers come from a data file
+(workflow/paper_numbers.yaml) that cites each one and leaves unknown ones empty.
 """
 from __future__ import annotations
 
