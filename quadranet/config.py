@@ -20,7 +20,7 @@ import yaml
 
 METHODS = ("scratch", "adapt", "finetune", "lora")
 TRAINABLE = ("all", "quadratic", "lora", "head", "primary")  # parameter groups a stage may train
-KERNELS = ("bilinear", "rbf")
+KERNELS = ("bilinear",)  # quadranet.layers.KERNELS
 DATASETS = ("fashion_mnist", "imagenet1k", "imagenet21k")
 SHIFTS = ("contrast", "brightness", "gamma", "solarize", "invert_range")
 OPTIMIZERS = ("adamw", "sgd")
@@ -50,7 +50,6 @@ class AdapterConfig:
     dilation: int = 2
     kernel_size: int = 3
     kernel: str = "bilinear"
-    sigma: float = 1.0
     targets: list = field(default_factory=lambda: ["auto"])  # layer types and module-name globs
     memory_efficient: bool = False
     lora_rank: Optional[int] = None  # None: the rank whose parameter count matches the quadratic adapter's
@@ -133,7 +132,7 @@ CHOICES = {
     "train.optimizer": OPTIMIZERS, "train.amp": AMP, "train.device": DEVICES,
     "train.progress": ("auto", "bar", "lines", "none"),
 }
-POSITIVE = ("adapter.rank", "adapter.dilation", "adapter.kernel_size", "adapter.sigma", "adapter.lora_rank",
+POSITIVE = ("adapter.rank", "adapter.dilation", "adapter.kernel_size", "adapter.lora_rank",
             "data.resolution", "data.batch_size", "data.eval_batch_size", "data.train_per_class",
             "data.train_limit", "data.eval_limit", "model.num_classes", "train.lr", "train.log_every",
             "train.checkpoint_every", "train.eval_every", "train.grad_clip")

@@ -87,7 +87,6 @@ def quadratize(
     targets: Union[str, Sequence[str], None] = None,
     memory_efficient: bool = False,
     freeze_primary: bool = False,
-    sigma: float = 1.0,
 ) -> nn.Module:
     """Wrap the chosen layers of `model` in `QuadraticAdapter`s, in place, and return `model`.
 
@@ -99,7 +98,7 @@ def quadratize(
     for name in select_layers(model, targets):
         layer = model.get_submodule(name)
         adapter = QuadraticAdapter(
-            layer, rank=rank, kernel_size=kernel_size, dilation=dilation, kernel=kernel, sigma=sigma,
+            layer, rank=rank, kernel_size=kernel_size, dilation=dilation, kernel=kernel,
             memory_efficient=memory_efficient, freeze_primary=freeze_primary, name=name,
         )
         _set_submodule(model, name, adapter)

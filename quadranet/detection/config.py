@@ -167,10 +167,10 @@ CHOICES = {
     "method": METHODS, "model.detector": DETECTORS, "data.dataset": DATASETS,
     "train.schedule": tuple(SCHEDULES) + (None,), "train.optimizer": ("sgd", "adamw"),
     "train.amp": ("auto", "bf16", "fp16", "none"), "train.device": ("auto", "cpu", "cuda"),
-    "train.progress": ("auto", "bar", "lines", "none"), "adapter.kernel": ("bilinear", "rbf"),
+    "train.progress": ("auto", "bar", "lines", "none"), "adapter.kernel": ("bilinear",),
 }
 POSITIVE = ("model.fpn_channels", "model.anchor_size", "model.box_head_dim", "model.rpn_proposals",
-            "model.roi_batch", "adapter.rank", "adapter.dilation", "adapter.kernel_size", "adapter.sigma",
+            "model.roi_batch", "adapter.rank", "adapter.dilation", "adapter.kernel_size",
             "data.min_size", "data.max_size", "data.batch_size", "data.eval_batch_size", "data.train_limit",
             "data.eval_limit", "train.epochs", "train.lr", "train.log_every", "train.checkpoint_every",
             "train.grad_clip", "train.warmup_factor")

@@ -61,7 +61,7 @@ class TimmFPNBackbone(nn.Module):
 
 def _quad_kwargs(cfg: DetectionConfig) -> dict:
     a = cfg.adapter
-    return dict(rank=a.rank, dilation=a.dilation, kernel_size=a.kernel_size, kernel=a.kernel, sigma=a.sigma,
+    return dict(rank=a.rank, dilation=a.dilation, kernel_size=a.kernel_size, kernel=a.kernel,
                 targets=a.targets, memory_efficient=a.memory_efficient)
 
 

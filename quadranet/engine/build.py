@@ -33,7 +33,7 @@ def resolve_arch(arch: str) -> str:
 
 def _quad_kwargs(cfg: RunConfig) -> dict:
     a = cfg.adapter
-    return dict(rank=a.rank, dilation=a.dilation, kernel_size=a.kernel_size, kernel=a.kernel, sigma=a.sigma,
+    return dict(rank=a.rank, dilation=a.dilation, kernel_size=a.kernel_size, kernel=a.kernel,
                 targets=a.targets, memory_efficient=a.memory_efficient)
 
 

@@ -69,7 +69,6 @@ class QuadraticAdapter(nn.Module):
         kernel_size: Optional[int] = 3,
         dilation: int = 2,
         kernel: str = "bilinear",
-        sigma: float = 1.0,
         memory_efficient: bool = False,
         freeze_primary: bool = False,
         name: str = "",
@@ -77,14 +76,14 @@ class QuadraticAdapter(nn.Module):
         super().__init__()
         if isinstance(rank, bool) or not isinstance(rank, int) or rank <= 0:
             raise ValueError(f"rank={rank!r} must be a positive integer")
-        check_kernel(kernel, sigma)
+        check_kernel(kernel)
         if not is_supported(primary):
             raise TypeError(
                 f"layer {name!r} is a {type(primary).__name__}; expected a torch.nn.Conv2d (zero padding, no "
                 f"forward override, or timm's Conv2dSame) or torch.nn.Linear"
             )
         self.primary = primary
-        self.rank, self.kernel, self.sigma, self.memory_efficient = rank, kernel, sigma, memory_efficient
+        self.rank, self.kernel, self.memory_efficient = rank, kernel, memory_efficient
         self.enabled = True  # False bypasses the quadratic term (see `quadranet.convert.quadratic_disabled`)
         dev, dtype = primary.weight.device, primary.weight.dtype
         if isinstance(primary, nn.Conv2d):
@@ -125,8 +124,7 @@ class QuadraticAdapter(nn.Module):
         if self.tf_same:
             x = pad_same(x, self.kernel_size, self.quad_a.stride, self.dilation)
         q = quadratic_product(
-            x, self.quad_a.weight, None, self.quad_b.weight, None, self._geometry(),
-            self.kernel, self.sigma, self.memory_efficient,
+            x, self.quad_a.weight, None, self.quad_b.weight, None, self._geometry(), self.memory_efficient,
         )
         if isinstance(self.quad_out, nn.Conv2d):
             return grouped_pointwise(q, self.quad_out.weight, self.quad_out.groups)

@@ -1,11 +1,13 @@
-"""The quadratic product k(f_a(x), f_b(x)) of two linear branches, plain or memory-efficient.
+"""The quadratic product f_a(x) * f_b(x) of two linear branches, plain or memory-efficient.
 
 `f_a`, `f_b` are convolutions or linear maps of the same input. The plain path lets autograd keep both
 branch outputs for backward; the memory-efficient path (QuadraLib's "hybrid" backprop, Xu et al. MLSys
 2022) saves only the input and the weights, and recomputes the two branches in backward. Layout follows
 timm `layers/activations_me.py`: forward helpers, one `autograd.Function`, one entry point.
 
-Kernels: `bilinear` k(a, b) = a * b (the quadratic neuron), `rbf` k(a, b) = exp(-(a - b)^2 / 2 sigma^2).
+Kernel: `bilinear` k(a, b) = a * b, the quadratic neuron. An RBF kernel exp(-(a - b)^2 / 2 sigma^2) of two
+linear branches of the same input was tried and removed: it depends on (A - B) x alone, so it is a Gaussian of one
+linear map, not a second-order interaction (its gradients obey dL/dA = -dL/dB exactly).
 """
 from __future__ import annotations
 
@@ -17,14 +19,12 @@ from torch import Tensor
 
 from .grouped import ConvGeometry, grouped_conv
 
-KERNELS = ("bilinear", "rbf")
+KERNELS = ("bilinear",)
 
 
-def check_kernel(kernel: str, sigma: float) -> None:
+def check_kernel(kernel: str) -> None:
     if kernel not in KERNELS:
         raise ValueError(f"kernel={kernel!r} is not supported; expected one of {KERNELS}")
-    if kernel == "rbf" and not sigma > 0:
-        raise ValueError(f"sigma={sigma!r} must be > 0 for the rbf kernel")
 
 
 def branch(x: Tensor, weight: Tensor, bias: Optional[Tensor], geom: Optional[ConvGeometry]) -> Tensor:
@@ -62,30 +62,24 @@ def _flat(q: Tensor, geom: Optional[ConvGeometry]) -> Tensor:
     return q if geom is None else q.flatten(1, 2)
 
 
-def kernel_fwd(a: Tensor, b: Tensor, kernel: str, sigma: float) -> Tensor:
-    if kernel == "bilinear":
-        return a * b
-    return torch.exp((a - b).square() * (-0.5 / sigma**2))
-
-
-def product(x, weight_a, bias_a, weight_b, bias_b, geom, kernel, sigma) -> Tensor:
-    """k(f_a(x), f_b(x)), with both branches run as one fused branch."""
+def product(x, weight_a, bias_a, weight_b, bias_b, geom) -> Tensor:
+    """f_a(x) * f_b(x), with both branches run as one fused branch."""
     g = _groups(geom)
     a, b = split(branch(x, fuse(weight_a, weight_b, g), fuse(bias_a, bias_b, g), geom), g, geom)
-    return _flat(kernel_fwd(a, b, kernel, sigma), geom)
+    return _flat(a * b, geom)
 
 
 class QuadraticProductFn(torch.autograd.Function):
-    """k(f_a(x), f_b(x)) that keeps only x and the weights for backward and recomputes f_a(x), f_b(x) there."""
+    """f_a(x) * f_b(x) that keeps only x and the weights for backward and recomputes f_a(x), f_b(x) there."""
 
     @staticmethod
-    def forward(ctx, x, weight_a, bias_a, weight_b, bias_b, geom, kernel, sigma):
+    def forward(ctx, x, weight_a, bias_a, weight_b, bias_b, geom):
         ctx.save_for_backward(x, weight_a, bias_a, weight_b, bias_b)
-        ctx.geom, ctx.kernel, ctx.sigma = geom, kernel, sigma
+        ctx.geom = geom
         # Recompute under the autocast state of forward, so that backward sees the same branch outputs.
         dev = x.device.type
         ctx.autocast = (dev, torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev))
-        return product(x, weight_a, bias_a, weight_b, bias_b, geom, kernel, sigma)
+        return product(x, weight_a, bias_a, weight_b, bias_b, geom)
 
     @staticmethod
     def backward(ctx, grad):
@@ -94,9 +88,9 @@ class QuadraticProductFn(torch.autograd.Function):
         wanted = [t for t in inputs if t is not None and t.requires_grad]
         dev, enabled, dtype = ctx.autocast
         with torch.enable_grad(), torch.autocast(dev, dtype=dtype, enabled=enabled):
-            out = product(*inputs, ctx.geom, ctx.kernel, ctx.sigma)
+            out = product(*inputs, ctx.geom)
         grads = iter(torch.autograd.grad(out, wanted, grad))
-        return (*(next(grads) if t is not None and t.requires_grad else None for t in inputs), None, None, None)
+        return (*(next(grads) if t is not None and t.requires_grad else None for t in inputs), None)
 
 
 def quadratic_product(
@@ -106,11 +100,9 @@ def quadratic_product(
     weight_b: Tensor,
     bias_b: Optional[Tensor],
     geom: Optional[ConvGeometry],
-    kernel: str = "bilinear",
-    sigma: float = 1.0,
     memory_efficient: bool = False,
 ) -> Tensor:
-    """k(f_a(x), f_b(x)); `memory_efficient` recomputes the branches in backward instead of storing them."""
+    """f_a(x) * f_b(x); `memory_efficient` recomputes the branches in backward instead of storing them."""
     if memory_efficient and torch.is_grad_enabled():
-        return QuadraticProductFn.apply(x, weight_a, bias_a, weight_b, bias_b, geom, kernel, sigma)
-    return product(x, weight_a, bias_a, weight_b, bias_b, geom, kernel, sigma)
+        return QuadraticProductFn.apply(x, weight_a, bias_a, weight_b, bias_b, geom)
+    return product(x, weight_a, bias_a, weight_b, bias_b, geom)

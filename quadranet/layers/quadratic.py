@@ -24,23 +24,22 @@ class QuadraticConv2d(nn.Module):
         groups: int = 1,
         bias: bool = True,
         kernel: str = "bilinear",
-        sigma: float = 1.0,
         memory_efficient: bool = False,
     ):
         super().__init__()
-        check_kernel(kernel, sigma)
+        check_kernel(kernel)
 
         def conv():
             return nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
 
         self.conv_a, self.conv_b, self.conv_c = conv(), conv(), conv()
-        self.kernel, self.sigma, self.memory_efficient = kernel, sigma, memory_efficient
+        self.kernel, self.memory_efficient = kernel, memory_efficient
 
     def forward(self, x: Tensor) -> Tensor:
         a = self.conv_a
         geom = ConvGeometry(a.stride, a.padding, a.dilation, a.groups)
         q = quadratic_product(
-            x, a.weight, a.bias, self.conv_b.weight, self.conv_b.bias, geom, self.kernel, self.sigma, self.memory_efficient
+            x, a.weight, a.bias, self.conv_b.weight, self.conv_b.bias, geom, self.memory_efficient
         )
         return q + self.conv_c(x)
 
@@ -57,20 +56,18 @@ class QuadraticLinear(nn.Module):
         out_features: int,
         bias: bool = True,
         kernel: str = "bilinear",
-        sigma: float = 1.0,
         memory_efficient: bool = False,
     ):
         super().__init__()
-        check_kernel(kernel, sigma)
+        check_kernel(kernel)
         self.fc_a = nn.Linear(in_features, out_features, bias)
         self.fc_b = nn.Linear(in_features, out_features, bias)
         self.fc_c = nn.Linear(in_features, out_features, bias)
-        self.kernel, self.sigma, self.memory_efficient = kernel, sigma, memory_efficient
+        self.kernel, self.memory_efficient = kernel, memory_efficient
 
     def forward(self, x: Tensor) -> Tensor:
         q = quadratic_product(
-            x, self.fc_a.weight, self.fc_a.bias, self.fc_b.weight, self.fc_b.bias, None,
-            self.kernel, self.sigma, self.memory_efficient,
+            x, self.fc_a.weight, self.fc_a.bias, self.fc_b.weight, self.fc_b.bias, None, self.memory_efficient,
         )
         return q + self.fc_c(x)
 

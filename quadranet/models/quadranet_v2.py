@@ -5,7 +5,7 @@ that has such weights is always built in their architecture (e.g. efficientnet_l
 tf_efficientnet_lite0, TF 'SAME' padding), with or without them, so scratch and adaptation runs compare
 the same network.
 Quadratization options (rank, dilation, kernel_size, kernel, targets, memory_efficient,
-freeze_primary, sigma) are taken from the keyword arguments; the rest go to `timm.create_model`.
+freeze_primary) are taken from the keyword arguments; the rest go to `timm.create_model`.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ V2_BACKBONES = (
     "convnext_atto", "convnext_femto", "convnext_pico", "convnext_nano", "convnext_tiny", "convnext_small",
     "convnext_base", "resnet18", "resnet50", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
 )
-_QUAD_KEYS = ("rank", "dilation", "kernel_size", "kernel", "targets", "memory_efficient", "freeze_primary", "sigma")
+_QUAD_KEYS = ("rank", "dilation", "kernel_size", "kernel", "targets", "memory_efficient", "freeze_primary")
 
 
 def quadranet_v2(backbone: str, pretrained: bool = False, **kwargs):
