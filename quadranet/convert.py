@@ -9,13 +9,14 @@ from __future__ import annotations
 import contextlib
 import copy
 import fnmatch
+import statistics
 from dataclasses import asdict, dataclass
 from typing import Iterator, NamedTuple, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
-from .layers import LowRankAdapter, QuadraticAdapter, is_supported
+from .layers import LowRankAdapter, QuadraticAdapter, QuadraticConv2d, QuadraticLinear, is_supported
 
 # Layer types that `targets` may name; anything else in `targets` is a glob over module names.
 LAYER_TYPES = ("auto", "depthwise", "spatial", "pointwise", "conv", "linear")
@@ -136,6 +137,64 @@ def mark_only_quadratic_trainable(model: nn.Module) -> nn.Module:
     for p in quadratic_parameters(model):
         p.requires_grad_(True)
     return model
+
+
+@torch.no_grad()
+def init_quadratic_for_scratch(model: nn.Module) -> nn.Module:
+    """Give every adapter's projection P torch's default (kaiming-uniform) init instead of zero, in place.
+
+    A network trained from scratch has no function to preserve; with P = 0 its quadratic terms would start
+    at zero and, in short schedules, stay negligible, so the "quadratic network from scratch" would be the
+    first-order one. With every factor random the quadratic term contributes from the first step.
+    """
+    for _, a in adapters(model):
+        a.quad_out.reset_parameters()
+    return model
+
+
+def _term_and_primary(m: nn.Module, x: torch.Tensor):
+    """(higher-order or low-rank term, first-order part) of one layer's output, or None for other layers."""
+    if isinstance(m, QuadraticAdapter):
+        return m.quadratic(x), m.primary(x)
+    if isinstance(m, LowRankAdapter):
+        return m.low_rank(x), m.primary(x)
+    if isinstance(m, (QuadraticConv2d, QuadraticLinear)):  # V1: f_a(x) * f_b(x) beside f_c(x)
+        c = m.conv_c if isinstance(m, QuadraticConv2d) else m.fc_c
+        return m(x) - c(x), c(x)
+    return None
+
+
+@torch.no_grad()
+def quadratic_share(model: nn.Module, batches) -> Optional[dict]:
+    """RMS(term) / RMS(first-order output) of every quadratic (or LoRA) layer over the inputs `batches`:
+    {"median", "max", "layers"} over layers, or None for a model without such layers.
+
+    Says whether the added term does anything: 0 at the init of an adapter, and still ~0 after training
+    if the term never grew.
+    """
+    sums, hooks = {}, []
+
+    def hook(m, args, _out, name):
+        term, primary = _term_and_primary(m, args[0])
+        sums.setdefault(name, torch.zeros(2, dtype=torch.float64))
+        sums[name] += torch.stack([term.double().square().sum(), primary.double().square().sum()]).cpu()
+
+    for name, m in model.named_modules():
+        if isinstance(m, (QuadraticAdapter, LowRankAdapter, QuadraticConv2d, QuadraticLinear)):
+            hooks.append(m.register_forward_hook(lambda m, a, o, n=name: hook(m, a, o, n)))
+    if not hooks:
+        return None
+    was = model.training
+    model.eval()
+    try:
+        for x in batches:
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was)
+    ratios = sorted(float((t / p).sqrt()) if p > 0 else float("nan") for t, p in sums.values())
+    return {"median": statistics.median(ratios), "max": max(ratios), "layers": len(ratios)}
 
 
 @contextlib.contextmanager

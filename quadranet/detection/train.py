@@ -315,7 +315,7 @@ def _run(cfg: DetectionConfig, out: Path, chash: str, info: DistInfo, command) -
                          for k, v in sorted(parts_sum.items())}
                 log.write({"event": "step", "step": progress.step, "epoch": epoch, "loss": mean, **parts, "lr": lr,
                            "wall_s": time.perf_counter() - PROCESS_START,
-                           "device_s": clock.running() - clock.seconds["startup"],
+                           "device_s": clock.cost(),
                            "images_per_s": img_log / dt, "peak_mem_mb": accounting.peak_memory_mb(device)})
                 t_log, n_log, img_log = time.perf_counter(), 0, 0
                 loss_sum.zero_()

@@ -30,17 +30,22 @@ def process_age() -> Optional[float]:
         return None
 
 
+COST_PHASES = ("train", "eval")
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 class DeviceClock:
-    """Accumulates device-seconds per phase ('train', 'eval', 'startup') for `num_devices` devices."""
+    """Accumulates device-seconds per phase for `num_devices` devices: 'train', 'eval', and apart from a run's cost
+    'startup', 'initial_eval' (the evaluation before the first optimizer step) and 'probe' (measurements such as
+    the quadratic share)."""
 
     def __init__(self, device: torch.device, num_devices: int, seconds: Optional[dict] = None):
         self.device, self.num_devices = device, num_devices
-        self.seconds = {"train": 0.0, "eval": 0.0, "startup": 0.0, **(seconds or {})}
+        self.seconds = {"train": 0.0, "eval": 0.0, "startup": 0.0, "initial_eval": 0.0, "probe": 0.0, **(seconds or {})}
         self._phase, self._t0 = None, 0.0
 
     def start(self, phase: str) -> None:
@@ -69,10 +74,11 @@ class DeviceClock:
     def total(self) -> float:
         return sum(self.seconds.values())
 
-    def running(self) -> float:
-        """Device-seconds so far, the running phase included (no synchronisation: for logging)."""
-        extra = (time.perf_counter() - self._t0) * self.num_devices if self._phase else 0.0
-        return self.total() + extra
+    def cost(self) -> float:
+        """Device-seconds of training and evaluation since the first optimizer step, the running phase included
+        (no synchronisation: for logging). This is a run's cost (design: measurement rules)."""
+        extra = (time.perf_counter() - self._t0) * self.num_devices if self._phase in COST_PHASES else 0.0
+        return sum(self.seconds[p] for p in COST_PHASES) + extra
 
 
 class EnergyMeter:

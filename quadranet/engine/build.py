@@ -57,9 +57,9 @@ def weights_file(source: str) -> Path:
     return path
 
 
-def _load_run_weights(model: nn.Module, source: str) -> list[str]:
-    """Load a first-order run's weights; a head of another class count is left at its fresh init.
-    Returns the keys left at init."""
+def _load_run_weights(model: nn.Module, source: str, reset_head: bool = False) -> list[str]:
+    """Load a first-order run's weights; a head of another class count (or any head, with `reset_head`) is left
+    at its fresh init. Returns the keys left at init."""
     from safetensors.torch import load_file
 
     path = weights_file(source)
@@ -68,7 +68,7 @@ def _load_run_weights(model: nn.Module, source: str) -> list[str]:
     head = model.get_classifier()
     prefix = next((n + "." for n, mod in model.named_modules() if mod is head), None)
     head_keys = {k for k in own if prefix and k.startswith(prefix)}
-    fresh = sorted(k for k in head_keys if k in state and state[k].shape != own[k].shape)
+    fresh = sorted(k for k in head_keys if k in state and (reset_head or state[k].shape != own[k].shape))
     state = {k: v for k, v in state.items() if k not in fresh}
     missing, unexpected = model.load_state_dict(state, strict=False)
     bad_missing = [k for k in missing if k not in fresh]
@@ -82,7 +82,10 @@ def build_model(cfg: RunConfig, num_classes: int) -> tuple[nn.Module, dict]:
     """The run's model and what happened building it (head re-initialised, LoRA rank chosen, ...)."""
     m, info = cfg.model, {}
     if cfg.method == "scratch":
-        return build_structure(cfg, num_classes), info
+        model = build_structure(cfg, num_classes)
+        if cfg.model.quadratic:
+            convert.init_quadratic_for_scratch(model)
+        return model, info
     common = dict(num_classes=num_classes, drop_path_rate=m.drop_path_rate)
     if cfg.data.channels != 3:
         raise ConfigError(f"data.channels={cfg.data.channels} but pretrained weights take 3 channels; set data.channels=3")
@@ -91,10 +94,12 @@ def build_model(cfg: RunConfig, num_classes: int) -> tuple[nn.Module, dict]:
             raise ConfigError(f"model.pretrained='offline' has weights for {sorted(PRETRAINED)}, not "
                               f"model.arch={m.arch!r}; pretrain it with a first-order run and pass its folder")
         model = offline_pretrained(m.arch, **common).train()
-        info["head_reinitialised"] = num_classes != 1000
+        if m.reset_head and num_classes == 1000:
+            model.reset_classifier(num_classes)
+        info["head_reinitialised"] = num_classes != 1000 or m.reset_head
     else:
         model = _create(m.arch, **common)
-        info["head_reinitialised"] = bool(_load_run_weights(model, m.pretrained))
+        info["head_reinitialised"] = bool(_load_run_weights(model, m.pretrained, m.reset_head))
     if cfg.method == "adapt":
         convert.quadratize(model, **_quad_kwargs(cfg))
     elif cfg.method == "lora":

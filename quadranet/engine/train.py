@@ -28,6 +28,7 @@ from .. import io
 from ..config import RunConfig, config_hash, to_yaml
 from ..data import ShardedBatchSampler, iterate
 from . import accounting, checkpoint
+from ..convert import quadratic_share
 from .build import DEFAULT_TRAINABLE, WEIGHTS, build_data, build_model, count_flops, set_trainable
 from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
 
@@ -49,6 +50,7 @@ class Progress:
     images: int = 0
     best_acc1: Optional[float] = None
     initial: Optional[dict] = None  # eval before training
+    share_start: Optional[dict] = None  # quadratic share before training ({} for a model without such terms)
     last_eval: Optional[dict] = None
     seconds: dict = field(default_factory=dict)  # DeviceClock.seconds
     energy_joules: Optional[float] = None
@@ -187,6 +189,15 @@ def evaluate(model: nn.Module, dataset, cfg: RunConfig, device: torch.device, in
     return {"acc1": 100 * top1 / n, "acc5": 100 * top5 / n, "eval_loss": loss / n, "eval_images": int(n)}
 
 
+SHARE_IMAGES = 512  # eval images (the first ones, in order) on which the quadratic share is measured
+
+
+def share_batches(dataset, cfg: RunConfig, device: torch.device) -> list:
+    """The first SHARE_IMAGES images of `dataset`, in eval batches on `device`."""
+    sampler = ShardedBatchSampler(min(len(dataset), SHARE_IMAGES), cfg.data.eval_batch_size, shuffle=False)
+    return [_to_device(x, y, device, cfg)[0] for x, y in iterate(dataset, sampler, 0)]
+
+
 def _to_device(x, y, device, cfg):
     x = x.to(device, non_blocking=True)
     if device.type == "cuda" and cfg.train.channels_last:
@@ -288,17 +299,25 @@ def _run(cfg: RunConfig, out: Path, chash: str, info: DistInfo, command) -> dict
                 "scaler": scaler.state_dict(), "rng": _rng_state(), "progress": snapshot()})
 
     def run_eval(tag: str) -> dict:
-        clock.start("eval")
+        clock.start("initial_eval" if tag == "initial" else "eval")  # the first is not part of the cost
         result = evaluate(model, eval_set, cfg, device, info, amp)
         clock.stop()
         log.write({"event": "eval", "tag": tag, "step": progress.step, "epoch": progress.epoch,
-                   "stage": progress.stage, **result, "device_s": clock.seconds["train"] + clock.seconds["eval"],
+                   "stage": progress.stage, **result, "device_s": clock.cost(),
                    "wall_s": time.perf_counter() - PROCESS_START})
         return result
+
+    def measure_share() -> Optional[dict]:
+        clock.start("probe")
+        share = quadratic_share(model, share_batches(eval_set, cfg, device))
+        clock.stop()
+        return share
 
     clock.stop()
     if progress.initial is None and cfg.train.eval_at_start:
         progress.initial = run_eval("initial")
+    if progress.share_start is None:
+        progress.share_start = measure_share() or {}
 
     sampler = ShardedBatchSampler(len(train_set), cfg.data.batch_size, shuffle=True, seed=cfg.seed,
                                   rank=info.rank, world_size=info.world_size, drop_last=True)
@@ -359,7 +378,7 @@ def _run(cfg: RunConfig, out: Path, chash: str, info: DistInfo, command) -> dict
                     dt = time.perf_counter() - t_log
                     log.write({"event": "step", "step": progress.step, "epoch": progress.epoch, "stage": s_idx,
                                "loss": mean, "lr": opt.param_groups[0]["lr"], "wall_s": time.perf_counter() - PROCESS_START,
-                               "device_s": clock.running() - clock.seconds["startup"],
+                               "device_s": clock.cost(),
                                "images_per_s": n_log * len(y) * info.world_size / dt,
                                "peak_mem_mb": accounting.peak_memory_mb(device)})
                     t_log, n_log, loss_sum = time.perf_counter(), 0, torch.zeros((), device=device)
@@ -382,6 +401,7 @@ def _run(cfg: RunConfig, out: Path, chash: str, info: DistInfo, command) -> dict
         epoch_base += stage.epochs
         state = None
 
+    share_end = measure_share()
     seconds = {k: round(v, 3) for k, v in clock.seconds.items()}
     seconds["total"] = round(sum(seconds.values()), 3)
     metrics = {
@@ -396,6 +416,7 @@ def _run(cfg: RunConfig, out: Path, chash: str, info: DistInfo, command) -> dict
         "peak_mem_mb": accounting.peak_memory_mb(device),
         "params": params, "trainable_params": trainable, "trainable_params_stages": progress.trainable,
         "params_added": added, "flops": flops,
+        "quadratic_share": {"start": progress.share_start, "end": share_end} if share_end else None,
         "input_size": list(input_size), "resumes": progress.resumes, **build_info,
         "provenance": accounting.provenance(cfg.to_dict(), chash, cfg.seed, info.world_size, device.type, command),
     }

@@ -18,7 +18,7 @@ from timm.layers import Conv2dSame
 from timm.layers.padding import pad_same
 from torch import Tensor, nn
 
-from .grouped import ConvGeometry, grouped_pointwise
+from .grouped import ConvGeometry, grouped_pointwise, one_tap
 from .product import check_kernel, quadratic_product
 
 
@@ -119,10 +119,24 @@ class QuadraticAdapter(nn.Module):
         a = self.quad_a
         return ConvGeometry(a.stride, a.padding, a.dilation, a.groups) if isinstance(a, nn.Conv2d) else None
 
+    def _one_tap(self, x: Tensor):
+        """`one_tap` of the factors where the term is depthwise (one input and one output channel per group)."""
+        a, p = self.quad_a, self.quad_out
+        if isinstance(a, nn.Conv2d) and a.groups == a.in_channels == p.out_channels:
+            return one_tap(x, self.kernel_size, self._geometry())
+        return None
+
     def quadratic(self, x: Tensor) -> Tensor:
         """The quadratic term alone, P(k(A x, B x))."""
         if self.tf_same:
             x = pad_same(x, self.kernel_size, self.quad_a.stride, self.dilation)
+        tap = self._one_tap(x)
+        if tap is not None:  # per channel, P(A x * B x) = x^2 * sum_r P_r A_r B_r: one elementwise op
+            xs, (i, j) = tap
+            g = self.quad_out.groups
+            scale = (self.quad_out.weight.view(g, -1) * self.quad_a.weight[:, 0, i, j].view(g, -1)
+                     * self.quad_b.weight[:, 0, i, j].view(g, -1)).sum(1)
+            return xs.square() * scale.view(1, g, 1, 1)
         q = quadratic_product(
             x, self.quad_a.weight, None, self.quad_b.weight, None, self._geometry(), self.memory_efficient,
         )

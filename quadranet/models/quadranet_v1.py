@@ -18,6 +18,8 @@ from ..layers import QuadraticConv2d
 __all__ = ["QUADRANET_V1_CONFIGS", "quadranet_v1"]
 
 QUADRANET_V1_CONFIGS = {
+    "test": dict(depths=(1, 2, 4, 2), dims=(24, 32, 48, 64), act_layer="gelu_tanh"),  # timm test_convnext
+    "test2": dict(depths=(1, 1, 1, 1), dims=(32, 64, 96, 128), act_layer="gelu_tanh"),  # timm test_convnext2
     "atto": dict(depths=(2, 2, 6, 2), dims=(40, 80, 160, 320)),  # timm convnext_atto
     "femto": dict(depths=(2, 2, 6, 2), dims=(48, 96, 192, 384)),  # timm convnext_femto
     "pico": dict(depths=(2, 2, 6, 2), dims=(64, 128, 256, 512)),  # timm convnext_pico

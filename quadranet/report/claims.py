@@ -1,7 +1,9 @@
 """The claims report: every claim C1-C8 with the paper's value, ours, the scale, and a verdict.
 
-Verdicts are 'holds', 'does not hold', 'inconclusive (within the seed spread)' or 'not testable at this
-scale'; the rule behind each is printed with it. Paper numbers come from a data file
+C1-C5 are decided on 95% Student-t intervals over seeds (stats.py): a claim holds when the interval clears its
+threshold, does not hold when it lies wholly on the wrong side, and is inconclusive when it straddles it or
+fewer than 2 seeds pair up. Per-group verdicts combine into the claim's (`overall`). The rule behind each
+verdict is printed with it; every interval is printed. Paper numbers come from a data file
 (workflow/paper_numbers.yaml) that cites each one and leaves unknown ones empty.
 """
 from __future__ import annotations
@@ -13,12 +15,39 @@ import pandas as pd
 import yaml
 
 from .. import io
-from .savings import describe, savings
-from .tables import finished, to_markdown, versus
+from . import BAND, TOLERANCE_PP
+from .savings import COST_RULE, CONVERGED_RULE, describe, savings
+from .stats import INTERVAL_RULE, fmt_interval, paired, t_interval
+from .tables import finished, to_markdown
 
 HOLDS, FAILS, UNTESTABLE = "holds", "does not hold", "not testable at this scale"
-INCONCLUSIVE = "inconclusive (within the seed spread)"
-LINEAR = ("contrast", "brightness")
+INCONCLUSIVE = "inconclusive (the 95% interval includes the threshold)"
+FEW_SEEDS = "inconclusive (fewer than 2 paired seeds: no interval)"
+NOT_CONVERGED = "inconclusive (baseline not converged)"
+START_MEETS = "untestable in this setting (the starting model already meets the target)"
+LINEAR = ("contrast", "brightness")  # every other E3 shift is nonlinear
+C1_SAVINGS = 0.90  # the paper's low end
+GROUP = ("hardware", "backbone", "variant")
+OVERALL_RULE = ("Overall: holds when every testable group holds, does not hold when any does not, not testable when "
+                "no group is testable, else inconclusive.")
+RULES = {
+    "C1": ("per E1 backbone and setting: holds when the scratch baseline converged, the adapted model does not "
+           "already start at the target, adaptation reaches the target in every seed, and the lower bound of the "
+           "{interval} of the paired per-seed savings to target is >= {c1:.0%} (the paper's low end); does not hold "
+           "when adaptation misses the target in a seed or the upper bound is < {c1:.0%}; rows whose start already "
+           "meets the target are untestable and no support. {target}. {cost}. {converged}. Savings incl. the "
+           "workflow's pretraining, over the full schedule and vs first-order from scratch are printed, not used. "
+           + OVERALL_RULE),
+    "competitive": ("per {group}: paired difference adapt - scratch of {what} by seed; holds when the lower bound of "
+                    "its {interval} is >= -{margin:g} {unit}, does not hold when the upper bound is < -{margin:g} "
+                    "{unit}, else inconclusive. " + OVERALL_RULE),
+    "C5": ("per hardware: shifts (at a strength) whose mean zero-shot top-1 lies outside [{lo:g}, {hi:g}]% are "
+           "dropped; each kept shift is taken at its strongest kept strength; per seed D = mean over nonlinear "
+           "shifts of (adapt - lora) - mean over linear shifts ({linear}) of (adapt - lora); holds when the lower "
+           "bound of the {interval} of D is > 0, does not hold when the upper bound is < 0, else inconclusive; "
+           "untestable without a kept linear and a kept nonlinear shift. The head-only control (adapt - head) is "
+           "printed beside. " + OVERALL_RULE),
+}
 
 
 def load_paper(path) -> tuple[dict, pd.DataFrame]:
@@ -33,45 +62,74 @@ def paper_value(numbers: pd.DataFrame, claim: str) -> str:
                      for r in rows.itertuples()) or "(not public)"
 
 
-def _fmt_versus(v: pd.DataFrame, unit: str = "%") -> str:
-    def name(r):
-        return r.backbone if getattr(r, "variant", "base") == "base" else f"{r.backbone} {r.variant}"
-
-    return "; ".join(f"{name(r)} [{r.hardware}]: adapt {r.a:.2f} ± {r.a_std:.2f}{unit} vs scratch {r.b:.2f} ± "
-                     f"{r.b_std:.2f}{unit} ({r.diff:+.2f}, {'beyond' if r.beyond_spread else 'within'} the seed "
-                     f"spread, {r.n} seeds)" for r in v.itertuples())
-
-
-def c1(runs, curves, bench, **_):
-    sv = savings(runs, curves)
-    sv = sv[sv["exp"] == "e1"] if len(sv) else sv
-    if sv.empty:
-        return "E1 has no finished adapt and scratch runs", UNTESTABLE, ""
-    ours = "; ".join(f"{r['backbone']} [{r['hardware']}]: {describe(r)}" for _, r in sv.iterrows())
-    verdict = HOLDS if (sv["savings"] >= 0.90).all() else FAILS
-    return ours, verdict, "holds when every backbone's savings (excluding pretraining) reach the paper's low end, 90%"
-
-
-def competitive(v: pd.DataFrame, margin: float) -> str:
-    """HOLDS when adapt's mean is at most `margin` below scratch's for every group of `versus` rows; FAILS when
-    some group is further below and the difference exceeds the seed spread; else INCONCLUSIVE."""
-    below = v["diff"] < -margin
-    if not below.any():
+def interval_verdict(iv, threshold: float, strict: bool = False) -> str:
+    """HOLDS when the interval's lower bound is >= threshold (> when strict), FAILS when its upper bound is
+    < threshold, FEW_SEEDS below 2 values, else INCONCLUSIVE."""
+    if iv["n"] < 2:
+        return FEW_SEEDS
+    if iv["lo"] > threshold or (not strict and iv["lo"] >= threshold):
         return HOLDS
-    return FAILS if (below & v["beyond_spread"]).any() else INCONCLUSIVE
+    return FAILS if iv["hi"] < threshold else INCONCLUSIVE
 
 
-COMPETITIVE_RULE = ("competitive = adaptation's mean {what} at most {margin:g} {unit} below scratch's, for every "
-                    "{group}; does not hold when one falls further below by more than the seed spread (sum of the "
-                    "two stds), inconclusive when it falls below within it")
+def overall(verdicts) -> str:
+    """A claim's verdict from its groups': no testable group -> UNTESTABLE; any FAILS -> FAILS; all HOLDS ->
+    HOLDS; else the groups' one inconclusive verdict, or INCONCLUSIVE when they differ."""
+    testable = [v for v in verdicts if v not in (UNTESTABLE, START_MEETS)]
+    if not testable:
+        return UNTESTABLE
+    if FAILS in testable:
+        return FAILS
+    rest = {v for v in testable if v != HOLDS}
+    return HOLDS if not rest else rest.pop() if len(rest) == 1 else INCONCLUSIVE
+
+
+def _name(r) -> str:
+    """'backbone setting [hardware]' of a group row (dict, Series or namedtuple)."""
+    get = r.get if hasattr(r, "get") else lambda k, d=None: getattr(r, k, d)
+    variant = get("variant")
+    return f"{get('backbone')}{'' if variant is None or pd.isna(variant) else f' {variant}'} [{get('hardware')}]"
+
+
+def c1_row(r) -> str:
+    """The C1 verdict of one savings row (rule RULES['C1'])."""
+    if r["start_meets_target"]:
+        return START_MEETS
+    if not r["converged"]:
+        return NOT_CONVERGED
+    if r["adapt_reached"] < r["seeds"]:
+        return FAILS
+    return interval_verdict({"n": r["savings_seed_n"], "lo": r["savings_lo"], "hi": r["savings_hi"]}, C1_SAVINGS)
+
+
+def c1(runs, curves, bench, tolerance_pp=TOLERANCE_PP, **_):
+    sv = savings(runs, curves, tolerance_pp)
+    sv = sv[sv["exp"] == "e1"] if len(sv) else sv
+    rule = RULES["C1"].format(interval=INTERVAL_RULE, c1=C1_SAVINGS, target=f"Target: mean final top-1 of the "
+                              f"scratch runs minus {tolerance_pp:g} pp", cost=COST_RULE, converged=CONVERGED_RULE)
+    if sv.empty:
+        return "E1 has no finished adapt and scratch runs", UNTESTABLE, rule
+    verdicts = [c1_row(r) for _, r in sv.iterrows()]
+    ours = "; ".join(f"{_name(r)}: {v}: {describe(r)}" for v, (_, r) in zip(verdicts, sv.iterrows()))
+    return ours, overall(verdicts), rule
+
+
+def _paired_claim(r: pd.DataFrame, value: str, margin: float, what: str, unit: str, by=GROUP):
+    """(ours, verdict, rule) of a competitiveness claim: adapt - scratch of `value` paired by seed per group."""
+    rule = RULES["competitive"].format(group=" / ".join(by[1:]) or "hardware", what=what, interval=INTERVAL_RULE,
+                                       margin=margin, unit=unit)
+    p = paired(r, value, "adapt", "scratch", by) if len(r) and value in r else pd.DataFrame()
+    if p.empty:
+        return None, UNTESTABLE, rule
+    verdicts = [interval_verdict(row, -margin) for _, row in p.iterrows()]
+    ours = "; ".join(f"{_name(row)}: adapt - scratch {what} {fmt_interval(row, unit=f' {unit}')}: {v}"
+                     for v, (_, row) in zip(verdicts, p.iterrows()))
+    return ours, overall(verdicts), rule
 
 
 def c2(runs, curves, bench, competitive_pp=1.0, **_):
-    v = versus(runs, "e1", "acc1")
-    if v.empty:
-        return "E1 has no finished adapt and scratch runs", UNTESTABLE, ""
-    return _fmt_versus(v), competitive(v, competitive_pp), COMPETITIVE_RULE.format(
-        what="top-1", margin=competitive_pp, unit="pp", group="backbone")
+    ours, verdict, rule = _paired_claim(finished(runs, "e1"), "acc1", competitive_pp, "top-1", "pp")
+    return ours or "E1 has no finished adapt and scratch runs", verdict, rule
 
 
 def _e2_proxy(runs) -> str:
@@ -93,52 +151,84 @@ def _e2_proxy(runs) -> str:
 def c3(runs, curves, bench, competitive_pp=1.0, **_):
     pre = finished(runs, "pretrain")
     big = pre.get("cfg.data.dataset", pd.Series(dtype=str)).eq("imagenet21k").any() if len(pre) else False
+    proxy = _e2_proxy(runs)
     if not big:
-        proxy = _e2_proxy(runs)
         return ("no ImageNet-21K pretraining in this run." + (f" Proxy at this scale (E2, growing source sets): "
                                                                f"{proxy}" if proxy else ""),
                 UNTESTABLE, "needs the paper config (ImageNet-21K)")
     r = finished(runs, "e2")
-    scratch = r[r["method"] == "scratch"].groupby("hardware")["acc1"].mean()
-    largest = r[r["method"] == "adapt"].assign(n=lambda d: d["variant"].str.extract(r"(\d+)")[0].astype(float))
-    largest = largest[largest["n"] == largest.groupby("hardware")["n"].transform("max")]
-    diff = largest.groupby("hardware")["acc1"].mean() - scratch
-    verdict = HOLDS if len(diff.dropna()) and (diff.dropna() >= -competitive_pp).all() else FAILS
-    return _e2_proxy(runs), verdict, (f"as C2 ({competitive_pp:g} pp), adaptation after pretraining on the largest "
-                                      f"ImageNet-21K subset vs the quadratic network from scratch (E2)")
+    r = r.assign(n=r["variant"].str.extract(r"(\d+)")[0].astype(float))
+    adapt = r[r["method"] == "adapt"]
+    largest = adapt[adapt["n"] == adapt.groupby("hardware")["n"].transform("max")]
+    ours, verdict, rule = _paired_claim(pd.concat([largest, r[r["method"] == "scratch"]]), "acc1", competitive_pp,
+                                        "top-1", "pp", by=("hardware", "backbone"))
+    return (f"{proxy}; largest source set: {ours or 'no adapt / scratch pair'}", verdict,
+            f"as C2, adaptation after pretraining on the largest ImageNet-21K subset vs the quadratic network from "
+            f"scratch (E2): {rule}")
 
 
 def c4(runs, curves, bench, competitive_pp=1.0, **_):
-    coco = runs.assign(box_ap=100 * runs["box_ap"]) if "box_ap" in runs else runs  # AP points, as the paper
-    v = versus(coco, "coco", "box_ap", by=("hardware", "backbone", "variant"))
-    if v.empty:
-        return "no COCO runs (coco.enabled is false or none finished)", UNTESTABLE, ""
-    return _fmt_versus(v, " AP"), competitive(v, competitive_pp), COMPETITIVE_RULE.format(
-        what="box AP", margin=competitive_pp, unit="AP points", group="backbone and schedule")
+    coco = finished(runs, "coco")
+    coco = coco.assign(box_ap=100 * coco["box_ap"]) if "box_ap" in coco else coco  # AP points, as the paper
+    ours, verdict, rule = _paired_claim(coco, "box_ap", competitive_pp, "box AP", "AP points")
+    return ours or "no COCO runs (coco.enabled is false or none finished)", verdict, rule
 
 
-def c5(runs, curves, bench, **_):
+def _kept_shifts(g: pd.DataFrame, band) -> tuple[pd.Series, pd.Series]:
+    """(kept: shift -> its strongest strength whose mean zero-shot top-1 lies in the band, dropped: (shift,
+    strength) -> mean zero-shot top-1 outside it)."""
+    zero_shot = g.groupby(["shift", "strength"])["initial_acc1"].mean()
+    inside = zero_shot.between(*band)
+    kept = zero_shot[inside].reset_index().groupby("shift")["strength"].max()
+    return kept, zero_shot[~inside]
+
+
+def _did(acc: pd.DataFrame, shifts, other: str) -> tuple[pd.Series, pd.DataFrame]:
+    """(per seed: mean over nonlinear shifts of adapt - other minus that over linear ones, adapt - other per
+    seed and shift); seeds lacking a shift are left out."""
+    adv = pd.DataFrame({s: acc[(s, "adapt")] - acc[(s, other)] for s in shifts
+                        if (s, "adapt") in acc and (s, other) in acc}).dropna()
+    lin, non = [s for s in adv if s in LINEAR], [s for s in adv if s not in LINEAR]
+    d = adv[non].mean(axis=1) - adv[lin].mean(axis=1) if lin and non else pd.Series(dtype=float)
+    return d, adv
+
+
+def _c5_hardware(g: pd.DataFrame, band) -> tuple[str, str]:
+    """(text, verdict) of C5 on one hardware's E3 runs."""
+    kept, dropped = _kept_shifts(g, band)
+    text = "dropped (zero-shot top-1 outside the band): " + (", ".join(
+        f"{s} {k:g} ({a:.1f}%)" for (s, k), a in dropped.items()) or "none")
+    if not (any(s in LINEAR for s in kept.index) and any(s not in LINEAR for s in kept.index)):
+        return text + "; no kept linear or no kept nonlinear shift", UNTESTABLE
+    g = g[g["strength"] == g["shift"].map(kept)]
+    acc = g.pivot_table(index="seed", columns=["shift", "method"], values="acc1", aggfunc="mean")
+    d, adv = _did(acc, kept.index, "lora")
+    if d.empty:
+        return text + "; no seed with adapt and lora runs on a kept linear and a kept nonlinear shift", UNTESTABLE
+    iv = t_interval(d)
+    head_d, head = _did(acc, kept.index, "head")
+    text += ("; kept: " + ", ".join(f"{s} {k:g} (adapt - lora {adv[s].mean():+.2f} pp)" for s, k in kept.items()
+                                    if s in adv)
+             + f"; D = nonlinear - linear advantage of adapt over lora: {fmt_interval(iv, unit=' pp')}")
+    if len(head):
+        text += (f"; head-only control: adapt - head over kept shifts "
+                 f"{fmt_interval(t_interval(head.mean(axis=1)), unit=' pp')}, its D "
+                 f"{fmt_interval(t_interval(head_d), unit=' pp')}")
+    return text, interval_verdict(iv, 0.0, strict=True)
+
+
+def c5(runs, curves, bench, band=BAND, **_):
+    rule = RULES["C5"].format(lo=band[0], hi=band[1], linear=", ".join(LINEAR), interval=INTERVAL_RULE)
     r = finished(runs, "e3")
     if r.empty:
-        return "E3 not run", UNTESTABLE, ""
-    r = r.assign(shift=r["cfg.data.shift"], strength=r["cfg.data.shift_strength"])
-    r = r[r["strength"] == r.groupby("shift")["strength"].transform("max")]
-    m = r.groupby(["hardware", "shift", "method"])["acc1"].mean().unstack("method")
-    if not {"adapt", "lora"} <= set(m.columns):
-        return "E3 lacks adapt or lora runs", UNTESTABLE, ""
-    m["adv"] = m["adapt"] - m["lora"]
-    m = m.reset_index()
-    m["kind"] = np.where(m["shift"].isin(LINEAR), "linear", "nonlinear")
-    k = m.groupby(["hardware", "kind"])["adv"].mean().unstack("kind")
-    if not {"linear", "nonlinear"} <= set(k.columns):
-        return "E3 needs both linear and nonlinear shifts", UNTESTABLE, ""
-    ok = ((k["nonlinear"] > 0) & (k["nonlinear"] > k["linear"])).all()
-    ours = "; ".join(f"[{hw}] quadratic adapter minus LoRA top-1 at the strongest shift: linear {row.linear:+.2f} pp, "
-                     f"nonlinear {row.nonlinear:+.2f} pp (per shift: " +
-                     ", ".join(f"{s} {a:+.2f}" for s, a in zip(m[m.hardware == hw]["shift"], m[m.hardware == hw]["adv"])) + ")"
-                     for hw, row in k.iterrows())
-    return ours, HOLDS if ok else FAILS, ("holds when the quadratic adapter's advantage over LoRA (matched parameter "
-                                          "count) is positive on nonlinear shifts and larger than on linear ones")
+        return "E3 not run", UNTESTABLE, rule
+    r = r.assign(shift=r["cfg.data.shift"], strength=r["cfg.data.shift_strength"].astype(float))
+    parts, verdicts = [], []
+    for hw, g in r.groupby("hardware"):
+        text, verdict = _c5_hardware(g, band)
+        parts.append(f"[{hw}] {verdict}: {text}")
+        verdicts.append(verdict)
+    return "; ".join(parts), overall(verdicts), rule
 
 
 def c6(runs, curves, bench, **_):
@@ -195,12 +285,15 @@ def c8(runs, curves, bench, **_):
 CHECKS = {"C1": c1, "C2": c2, "C3": c3, "C4": c4, "C5": c5, "C6": c6, "C7": c7, "C8": c8}
 
 
-def evaluate_claims(runs, curves, bench, paper_file, scale: str, competitive_pp: float = 1.0) -> pd.DataFrame:
+def evaluate_claims(runs, curves, bench, paper_file, scale: str, competitive_pp: float = 1.0,
+                    tolerance_pp: float = TOLERANCE_PP, band: tuple = BAND) -> pd.DataFrame:
+    """One row per claim: statement, paper value, ours, scale, verdict, rule."""
     statements, numbers = load_paper(paper_file)
     hardware = ", ".join(sorted(set(finished(runs)["hardware"]) | set(bench.get("hardware", [])))) or "none"
     rows = []
     for cid, check in CHECKS.items():
-        ours, verdict, rule = check(runs, curves, bench, competitive_pp=competitive_pp)
+        ours, verdict, rule = check(runs, curves, bench, competitive_pp=competitive_pp, tolerance_pp=tolerance_pp,
+                                    band=tuple(band))
         rows.append({"claim": cid, "statement": statements.get(cid, ""), "paper": paper_value(numbers, cid),
                      "ours": ours, "scale": f"{scale} ({hardware})", "verdict": verdict, "rule": rule})
     return pd.DataFrame(rows)

@@ -1,11 +1,14 @@
 """`quadranet collect | tables | figures | claims`: the reporting steps of the workflow, each usable alone.
 
     quadranet collect --manifest results/manifest.tsv [--bench CSV...] [--reference results/reference] --out-dir results/collected
-    quadranet tables  --collected results/collected --out-dir results/tables
+    quadranet tables  --collected results/collected --out-dir results/tables [--tolerance-pp 1.0]
     quadranet figures --collected results/collected --out-dir figures [--arch convnext_atto]
-    quadranet claims  --collected results/collected --paper workflow/paper_numbers.yaml --scale default --out results/claims.md
+    quadranet claims  --collected results/collected --paper workflow/paper_numbers.yaml --scale default
+                      [--competitive-pp 1.0] [--tolerance-pp 1.0] [--band 30 65] --out results/claims.md
 """
 from __future__ import annotations
+
+from . import BAND, TOLERANCE_PP
 
 
 def cmd_collect(args) -> None:
@@ -24,7 +27,7 @@ def cmd_tables(args) -> None:
     from .collect import load_collected
     from .tables import write_tables
 
-    print("wrote", ", ".join(write_tables(*load_collected(args.collected), args.out_dir)))
+    print("wrote", ", ".join(write_tables(*load_collected(args.collected), args.out_dir, args.tolerance_pp)))
 
 
 def cmd_figures(args) -> None:
@@ -40,7 +43,8 @@ def cmd_claims(args) -> None:
     from .claims import evaluate_claims, write_claims
     from .collect import load_collected
 
-    claims = evaluate_claims(*load_collected(args.collected), args.paper, args.scale, args.competitive_pp)
+    claims = evaluate_claims(*load_collected(args.collected), args.paper, args.scale, args.competitive_pp,
+                             args.tolerance_pp, tuple(args.band))
     write_claims(claims, args.out)
     for r in claims.itertuples():
         print(f"{r.claim}: {r.verdict}")
@@ -57,7 +61,12 @@ def add_parser(sub) -> None:
     for name, func in (("tables", cmd_tables), ("figures", cmd_figures), ("claims", cmd_claims)):
         p = sub.add_parser(name, help=func.__doc__, description=func.__doc__)
         p.add_argument("--collected", required=True, help="folder written by `quadranet collect`")
+        if name in ("tables", "claims"):
+            p.add_argument("--tolerance-pp", type=float, default=TOLERANCE_PP,
+                           help="the savings target is the scratch runs' mean final top-1 minus this (pp)")
         if name == "claims":
+            p.add_argument("--band", type=float, nargs=2, default=list(BAND), metavar=("LOW", "HIGH"),
+                           help="E3 (C5): keep shifts whose mean zero-shot top-1 (%%) lies in [LOW, HIGH]")
             p.add_argument("--paper", required=True, help="paper numbers file (workflow/paper_numbers.yaml)")
             p.add_argument("--scale", required=True, help="label of the workflow scale (default, gpu, paper, ...)")
             p.add_argument("--competitive-pp", type=float, default=1.0,

@@ -4,8 +4,9 @@ A results folder holds `manifest.tsv` (exp, backbone, method, variant, seed, run
 and `runs/<run>/` (metrics.json, config.yaml, log.jsonl written by `quadranet train` / `quadranet detect
 train`), optionally `bench/*.csv`. Reference runs measured elsewhere keep the same layout under
 `<reference>/<hardware>/`; their rows carry that folder's name as `hardware`, local rows "this machine (...)".
-Nested keys are flattened with dots (`device_seconds.train`); config keys get the prefix `cfg.` (the engine's
-method is `cfg.method`; `method` is the workflow's label, e.g. fo_scratch).
+Nested keys are flattened with dots (`device_seconds.train`, `quadratic_share.end.median`); config keys get the
+prefix `cfg.` (the engine's method is `cfg.method`; `method` is the workflow's label, e.g. fo_scratch).
+`cost_s` = device_seconds.train + eval, from the first optimizer step (the evaluation before training apart).
 """
 from __future__ import annotations
 
@@ -43,8 +44,17 @@ def hardware_label(metrics: dict) -> str:
     return f"this machine ({name})"
 
 
-def read_run(run_dir: PathLike) -> Optional[dict]:
-    """The flat record of a finished run folder (None while metrics.json is missing)."""
+def initial_eval_s(log: pd.DataFrame) -> float:
+    """device_s of a log's evaluation before training (tag 'initial'), 0 when there is none."""
+    if log.empty or "tag" not in log:
+        return 0.0
+    init = log[(log["event"] == "eval") & (log["tag"] == "initial")]
+    return float(init["device_s"].min()) if len(init) else 0.0
+
+
+def read_run(run_dir: PathLike, log: Optional[pd.DataFrame] = None) -> Optional[dict]:
+    """The flat record of a finished run folder (None while metrics.json is missing); `log`: its log.jsonl
+    (read when not given)."""
     run_dir = Path(run_dir)
     metrics_file = run_dir / "metrics.json"
     if not metrics_file.is_file():
@@ -57,8 +67,10 @@ def read_run(run_dir: PathLike) -> Optional[dict]:
     cfg = yaml.safe_load(cfg_file.read_text()) if cfg_file.is_file() else prov.get("config") or {}
     row.update(flatten(cfg, "cfg."))
     secs = metrics.get("device_seconds") or {}
-    if "train" in secs:  # the cost of a run: its own training and evaluation, start-up apart (design section 4)
-        row["cost_s"] = secs["train"] + secs.get("eval", 0.0)
+    if "train" in secs:  # the cost of a run: its own training and evaluation from the first optimizer step,
+        # start-up apart (design section 4); older runs counted the initial evaluation in `eval`: taken off here
+        old = 0.0 if "initial_eval" in secs else initial_eval_s(read_log(run_dir) if log is None else log)
+        row["cost_s"] = secs["train"] + secs.get("eval", 0.0) - old
     row["hardware_name"] = hardware_label(metrics)
     return row
 
@@ -91,11 +103,10 @@ def collect_results(results: PathLike, hardware: Optional[str] = None) -> tuple[
     for role in manifest.to_dict("records"):
         run = role["run"]
         if run not in cache:
-            cache[run] = read_run(results / "runs" / run)
-            if cache[run] is not None:
-                log = read_log(results / "runs" / run)
-                if len(log):
-                    curves.append(log.assign(run=run))
+            log = read_log(results / "runs" / run)
+            cache[run] = read_run(results / "runs" / run, log)
+            if cache[run] is not None and len(log):
+                curves.append(log.assign(run=run))
         rec = cache[run]
         # the role's labels win over same-named metrics keys (method: label vs engine method; status)
         rows.append({**(rec or {}), **role, "status": "done" if rec else "missing"})

@@ -7,7 +7,7 @@
                                the modules timm and quadranet build (paper Fig. 4)
     fig5_stage_training        stage 1 (first-order pretraining) then stage 2 (quadratic adaptation), and a
                                two-stage adaptation's logged curves (paper Fig. 5)
-    fig6_accuracy_vs_cost      E1: top-1 vs device-seconds of every method and backbone
+    fig6_accuracy_vs_cost      E1: top-1 vs device-seconds of every method, one panel per backbone and setting
     fig7_efficiency            E5: train-step time relative to first-order, memory kept for backward
 Runs of other hardware (results/reference/<hardware>/) are drawn beside this machine's with their own
 line style and labelled with the hardware.
@@ -34,7 +34,8 @@ from .tables import finished  # noqa: E402
 STYLES = ("-", "--", ":", "-.")
 LINEAR = ("contrast", "brightness")
 METHOD_LABELS = {"scratch": "quadratic from scratch", "adapt": "V2 adaptation (quadratic)", "finetune":
-                 "first-order finetune", "fo_scratch": "first-order from scratch", "lora": "LoRA adapter"}
+                 "first-order finetune", "fo_scratch": "first-order from scratch", "lora": "LoRA adapter",
+                 "v1_scratch": "QuadraNet V1 from scratch", "head": "head only (control)"}
 
 
 def _label(method: str, hw: str, many_hw: bool) -> str:
@@ -186,7 +187,7 @@ def fig2_pretraining_scale(runs, curves, bench, **_):
 # ---------------------------------------------------------------- E1
 def fig6_accuracy_vs_cost(runs, curves, bench, **_):
     r = finished(runs, "e1")
-    bbs = list(dict.fromkeys(r["backbone"])) if len(r) else []
+    bbs = list(dict.fromkeys(zip(r["backbone"], r["variant"]))) if len(r) else []
     n = max(len(bbs), 1)
     cols = min(n, 3)
     fig, axes = plt.subplots(math.ceil(n / cols), cols, figsize=(4 * cols, 3.4 * math.ceil(n / cols)), squeeze=False)
@@ -195,19 +196,19 @@ def fig6_accuracy_vs_cost(runs, curves, bench, **_):
         return fig
     hws = sorted(r["hardware"].unique())
     sv = savings(runs, curves)
-    for ax, bb in zip(axes.flat, bbs):
-        for (hw, method), g in r[r["backbone"] == bb].groupby(["hardware", "method"]):
+    for ax, (bb, setting) in zip(axes.flat, bbs):
+        for (hw, method), g in r[(r["backbone"] == bb) & (r["variant"] == setting)].groupby(["hardware", "method"]):
             s = curve_stats(g, curves)
             if len(s):
                 ax.errorbar(s["x"], s["y"], xerr=s["x_std"].fillna(0), yerr=s["y_std"].fillna(0), marker=".",
                             capsize=2, ls=_style(hw, hws), label=_label(method, hw, len(hws) > 1))
-        t = sv[(sv["exp"] == "e1") & (sv["backbone"] == bb)] if len(sv) else sv
+        t = sv[(sv["exp"] == "e1") & (sv["backbone"] == bb) & (sv["variant"] == setting)] if len(sv) else sv
         for row in t.itertuples():
             ax.axhline(row.target_acc1, color="black", lw=0.7, ls=":",
-                       label=f"target {row.target_acc1:.1f}%: savings {100 * row.savings:.0f}%")
-        ax.set_xscale("log")
-        ax.set_title(bb)
-        ax.set_xlabel("device-seconds (training + evaluation)")
+                       label=f"target {row.target_acc1:.1f}%: savings {100 * row.savings_to_target:.0f}%")
+        ax.set_xscale("symlog", linthresh=1.0)
+        ax.set_title(f"{bb} ({setting})")
+        ax.set_xlabel("device-seconds (training + evaluation)\nmean ± std over seeds")
         ax.set_ylabel("top-1 accuracy (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
@@ -226,12 +227,15 @@ def fig5_stage_training(runs, curves, bench, **_):
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
     done = finished(runs)
     adapt = done[(done["method"] == "adapt") & done["pretrained_run"].notna()] if len(done) else done
-    adapt = adapt[adapt["exp"].isin(["e1", "e4"]) & (adapt["variant"] == "base")] if len(adapt) else adapt
+    adapt = adapt[(adapt["exp"] == "e1") | ((adapt["exp"] == "e4") & (adapt["variant"] == "base"))] if len(adapt) \
+        else adapt
     if adapt.empty:
         _empty(a1, "no adaptation from a workflow-pretrained backbone at this scale")
     else:
         hw, bb = adapt["hardware"].iloc[0], adapt["backbone"].iloc[0]
-        g = adapt[(adapt["hardware"] == hw) & (adapt["backbone"] == bb)].drop_duplicates("run")
+        setting = adapt["variant"].iloc[0]
+        g = adapt[(adapt["hardware"] == hw) & (adapt["backbone"] == bb) & (adapt["variant"] == setting)
+                  ].drop_duplicates("run")
         pre = done[(done["hardware"] == hw) & (done["run"] == g["pretrained_run"].iloc[0])].drop_duplicates("run")
         offset = float(pre["cost_s"].iloc[0]) if len(pre) else 0.0
         for part, label, dx in ((pre, "stage 1: first-order pretraining (source task)", 0.0),
@@ -240,13 +244,13 @@ def fig5_stage_training(runs, curves, bench, **_):
             if len(s):
                 a1.errorbar(s["x"] + dx, s["y"], yerr=s["y_std"].fillna(0), marker=".", capsize=2, label=label)
         scratch = done[(done["hardware"] == hw) & (done["backbone"] == bb) & (done["method"] == "scratch")
-                       & (done["exp"] == "e1")].drop_duplicates("run")
+                       & (done["exp"] == "e1") & (done["variant"] == setting)].drop_duplicates("run")
         s = curve_stats(scratch, curves)
         if len(s):
             a1.errorbar(s["x"], s["y"], yerr=s["y_std"].fillna(0), marker=".", capsize=2, ls="--",
                         label="quadratic from scratch (target task)")
         a1.axvline(offset, color="grey", lw=0.7)
-        a1.set_title(f"{bb}: stage training\n[{hw}]", fontsize=9)
+        a1.set_title(f"{bb} ({setting}): stage training\n[{hw}]", fontsize=9)
         a1.set_xlabel("cumulative device-seconds")
         a1.set_ylabel("top-1 accuracy (%)")
         a1.grid(alpha=0.3)

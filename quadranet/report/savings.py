@@ -1,76 +1,146 @@
-"""GPU-hour savings of adaptation over training from scratch, as the design's measurement rules define them.
+"""Savings of adaptation over training from scratch: the one definition every table, figure and claim uses.
 
-savings = 1 - cost(adapt to reach the target accuracy) / cost(scratch to reach it), where cost is the
-device-seconds of a run's own training and evaluation (log lines' `device_s`) at its first evaluation at or
-above the target. The target is the highest top-1 accuracy that every run of both methods (all seeds)
-reaches, so each run has a time to it; it is printed with the number. The first-order pretraining the
-adaptation starts from is reported apart (the paper treats existing weights as free) and, where the
-workflow made those weights itself, a second savings figure includes it.
+Rules, per group (hardware, exp, backbone, variant; in E1 the variant is the setting, intask or transfer):
+- Target: T = mean over seeds of the final top-1 (`acc1`) of the `scratch` runs minus `tolerance_pp`
+  (default 1.0 pp, printed with every number).
+- Cost of a run at an evaluation: device-seconds counted from the first optimizer step, i.e. the log line's
+  `device_s` minus that of the run's initial evaluation (0 in runs that keep the initial evaluation apart,
+  `device_seconds.initial_eval`; older runs still counted it).
+- Time to target: the cost at the run's first evaluation after training started (step > 0; the initial
+  evaluation, step 0 / tag 'initial', never counts) with acc1 >= T; NaN when no evaluation reaches it.
+- start_meets_target: the adapt runs' mean start accuracy (`initial_acc1`) is already >= T; savings to such a
+  target measure nothing about training.
+- Converged baseline: a run's last-quarter gain is its last evaluation's top-1 minus that of the evaluation at
+  or just before 75% of its steps; the scratch (fo_scratch) baseline is converged when the mean gain over seeds
+  is < 0.5 pp.
+- savings_to_target = 1 - mean t_adapt / mean t_scratch (means over the seeds that reach T); the paired
+  per-seed savings 1 - t_adapt(k) / t_scratch(k) (seeds where both reach T) get a 95% t-interval (stats.py).
+- savings_full_schedule = 1 - mean cost_s of whole adapt runs / mean cost_s of whole scratch runs.
+- savings_vs_fo_scratch = 1 - mean t_adapt / mean time of the fo_scratch runs to the same T.
+- pretrain_s: mean over adapt runs of the cost of the run whose weights each starts from (`pretrained_run`;
+  NaN for external weights); savings_incl_pretraining = 1 - (t_adapt + pretrain_s) / t_scratch.
 """
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import pandas as pd
 
-TARGET_RULE = "the highest top-1 accuracy that every {a} and {s} run (all seeds) reaches"
-COST_RULE = "device-seconds (training + evaluation) at the first evaluation at or above the target"
+from . import TOLERANCE_PP
+from .stats import fmt_interval, t_interval
+
+CONVERGED_GAIN_PP = 0.5
+LAST_QUARTER_FROM = 0.75
+GROUP = ("hardware", "exp", "backbone", "variant")
+TARGET_RULE = "target = mean final top-1 of the {s} runs ({n} seeds) minus {tol:g} pp"
+COST_RULE = ("time to target = device-seconds from the first optimizer step to the first evaluation after step 0 "
+             "at or above the target")
+CONVERGED_RULE = (f"converged = mean gain over seeds of the last quarter of the schedule (last evaluation minus the "
+                  f"one at or before {LAST_QUARTER_FROM:.0%} of the steps) < {CONVERGED_GAIN_PP:g} pp")
+EMPTY = pd.DataFrame(columns=["step", "acc1", "cost", "initial"])
 
 
-def evals(curves: pd.DataFrame, run: str, hardware: str) -> pd.DataFrame:
-    """Evaluation lines of one run, in order."""
-    if curves.empty:
-        return curves
-    c = curves[(curves["run"] == run) & (curves["hardware"] == hardware) & (curves["event"] == "eval")]
-    return c.dropna(subset=["acc1"]).sort_values("device_s", kind="stable")
+def eval_lines(curves: pd.DataFrame) -> dict:
+    """(hardware, run) -> its evaluation lines ordered by step, with `initial` (tag 'initial' or step 0) and
+    `cost` (device_s minus the initial evaluation's device_s)."""
+    if curves.empty or "acc1" not in curves:
+        return {}
+    c = curves[curves["event"] == "eval"].dropna(subset=["acc1"])
+    tag = c["tag"] if "tag" in c else pd.Series(None, index=c.index, dtype=object)
+    c = c.assign(initial=(tag == "initial") | (c["step"] <= 0))
+    out = {}
+    for key, g in c.groupby(["hardware", "run"], sort=False):
+        g = g.sort_values(["step", "device_s"], kind="stable")
+        base = g.loc[g["initial"], "device_s"].min() if g["initial"].any() else 0.0
+        out[key] = g.assign(cost=g["device_s"] - base)
+    return out
 
 
 def time_to_target(ev: pd.DataFrame, target: float) -> float:
-    """device_s of the first evaluation with acc1 >= target (NaN when none reaches it)."""
-    hit = ev[ev["acc1"] >= target - 1e-9]
-    return float(hit["device_s"].iloc[0]) if len(hit) else math.nan
+    """Cost at the first evaluation after training started with acc1 >= target (NaN when none reaches it)."""
+    hit = ev[~ev["initial"].astype(bool) & (ev["acc1"] >= target - 1e-9)]
+    return float(hit["cost"].iloc[0]) if len(hit) else math.nan
 
 
-def savings(runs: pd.DataFrame, curves: pd.DataFrame, adapt: str = "adapt", scratch: str = "scratch",
-            by: tuple = ("hardware", "exp", "backbone")) -> pd.DataFrame:
-    """One row per group `by` holding both methods: target, times to it, savings (mean over seed pairs and
-    of the mean times), and the pretraining cost with the savings that include it."""
-    done = runs[(runs["status"] == "done") & runs["method"].isin([adapt, scratch])]
-    cost = runs[runs["status"] == "done"].drop_duplicates(["hardware", "run"]).set_index(["hardware", "run"])["cost_s"]
+def last_quarter_gain(ev: pd.DataFrame) -> float:
+    """Top-1 of the last evaluation minus that of the one at or just before 75% of the run's steps (pp)."""
+    if ev.empty or ev["step"].max() <= 0:
+        return math.nan
+    ref = ev[ev["step"] <= LAST_QUARTER_FROM * ev["step"].max()]
+    return float(ev["acc1"].iloc[-1] - ref["acc1"].iloc[-1])
+
+
+def _mean(s: pd.Series) -> float:
+    s = s.dropna()
+    return float(s.mean()) if len(s) else math.nan
+
+
+def _group(g: pd.DataFrame, lines: dict, cost: pd.Series, tolerance_pp: float, adapt: str, scratch: str,
+           fo: str) -> dict:
+    """The savings columns of one group holding adapt and scratch runs."""
+    hw = g["hardware"].iloc[0]
+    of = {m: g[g["method"] == m].drop_duplicates("seed").set_index("seed") for m in (adapt, scratch, fo)}
+    ev = {m: {seed: lines.get((hw, r), EMPTY) for seed, r in d["run"].items()} for m, d in of.items()}
+    target = float(of[scratch]["acc1"].mean()) - tolerance_pp
+    t = {m: pd.Series({k: time_to_target(x, target) for k, x in e.items()}, dtype=float) for m, e in ev.items()}
+    gain = {m: _mean(pd.Series([last_quarter_gain(x) for x in ev[m].values()], dtype=float)) for m in (scratch, fo)}
+    per_seed = 1 - t[adapt] / t[scratch]
+    iv = t_interval(per_seed.dropna())
+    pre = of[adapt]["pretrained_run"].map(lambda p: cost.get((hw, p), math.nan) if isinstance(p, str) else math.nan)
+    pre_s, t_a, t_s, t_f = _mean(pre.astype(float)), _mean(t[adapt]), _mean(t[scratch]), _mean(t[fo])
+    start = _mean(of[adapt]["initial_acc1"]) if "initial_acc1" in g else math.nan
+    return {
+        "target_acc1": target, "tolerance_pp": tolerance_pp,
+        "target_rule": TARGET_RULE.format(s=scratch, n=len(of[scratch]), tol=tolerance_pp), "cost_rule": COST_RULE,
+        "converged": bool(gain[scratch] < CONVERGED_GAIN_PP), "scratch_last_quarter_gain_pp": gain[scratch],
+        "fo_scratch_converged": bool(gain[fo] < CONVERGED_GAIN_PP), "fo_scratch_last_quarter_gain_pp": gain[fo],
+        "start_acc1": start, "start_meets_target": bool(start >= target - 1e-9),
+        "seeds": len(of[adapt]), "adapt_reached": int(t[adapt].notna().sum()),
+        "scratch_reached": int(t[scratch].notna().sum()), "fo_scratch_reached": int(t[fo].notna().sum()),
+        "t_adapt_s": t_a, "t_adapt_s_std": t[adapt].std(ddof=0), "t_adapt_s_seeds": t[adapt].round(3).tolist(),
+        "t_scratch_s": t_s, "t_scratch_s_std": t[scratch].std(ddof=0),
+        "t_scratch_s_seeds": t[scratch].round(3).tolist(), "t_fo_scratch_s": t_f,
+        "savings_to_target": 1 - t_a / t_s, "savings_seed_mean": iv["mean"], "savings_seed_sd": iv["sd"],
+        "savings_seed_n": iv["n"], "savings_lo": iv["lo"], "savings_hi": iv["hi"],
+        "savings_full_schedule": 1 - _mean(of[adapt]["cost_s"]) / _mean(of[scratch]["cost_s"]),
+        "savings_vs_fo_scratch": 1 - t_a / t_f, "pretrain_s": pre_s,
+        "savings_incl_pretraining": 1 - (t_a + pre_s) / t_s,
+        "pretraining": "workflow (measured)" if pre.notna().any() else "external weights (not measured)",
+    }
+
+
+def savings(runs: pd.DataFrame, curves: pd.DataFrame, tolerance_pp: float = TOLERANCE_PP, adapt: str = "adapt",
+            scratch: str = "scratch", fo: str = "fo_scratch", by: tuple = GROUP) -> pd.DataFrame:
+    """One row per group `by` holding finished adapt and scratch runs (the rules in the module docstring)."""
+    if runs.empty or "status" not in runs:
+        return pd.DataFrame()
+    done = runs[runs["status"] == "done"]
+    cost = done.drop_duplicates(["hardware", "run"]).set_index(["hardware", "run"])["cost_s"]
+    lines = eval_lines(curves)
     out = []
-    for key, g in done.groupby(list(by), sort=False):
-        if set(g["method"]) != {adapt, scratch}:
-            continue
-        hw = g["hardware"].iloc[0]
-        curves_of = {r: evals(curves, r, hw) for r in g["run"]}
-        best = [c["acc1"].max() for c in curves_of.values() if len(c)]
-        if len(best) < len(g):
-            continue  # a run without evaluation lines has no time to any target
-        target = float(min(best))
-        times = {m: g[g["method"] == m].set_index("seed")["run"].map(lambda r: time_to_target(curves_of[r], target))
-                 for m in (adapt, scratch)}
-        paired = (1 - times[adapt] / times[scratch]).dropna()
-        pre = g[g["method"] == adapt]["pretrained_run"].dropna().unique()
-        pre_s = float(sum(cost.get((hw, p), math.nan) for p in pre)) if len(pre) else math.nan
-        t_a, t_s = times[adapt].mean(), times[scratch].mean()
-        out.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))),
-                    "target_acc1": target, "target_rule": TARGET_RULE.format(a=adapt, s=scratch),
-                    "cost_rule": COST_RULE, "seeds": int(len(paired)),
-                    "t_adapt_s": t_a, "t_adapt_s_std": times[adapt].std(ddof=0),
-                    "t_scratch_s": t_s, "t_scratch_s_std": times[scratch].std(ddof=0),
-                    "savings": 1 - t_a / t_s, "savings_seed_mean": paired.mean() if len(paired) else math.nan,
-                    "savings_seed_std": paired.std(ddof=0) if len(paired) else math.nan,
-                    "pretrain_s": pre_s, "savings_incl_pretraining": 1 - (t_a + pre_s) / t_s,
-                    "pretraining": "workflow (measured)" if len(pre) else "external weights (not measured)"})
+    for key, g in done[done["method"].isin([adapt, scratch, fo])].groupby(list(by), sort=False):
+        if {adapt, scratch} <= set(g["method"]):
+            key = key if isinstance(key, tuple) else (key,)
+            out.append({**dict(zip(by, key)), **_group(g, lines, cost, tolerance_pp, adapt, scratch, fo)})
     return pd.DataFrame(out)
 
 
-def describe(row: pd.Series) -> str:
-    """One line: the savings with its target and how it was chosen."""
-    s = (f"savings {100 * row['savings']:.1f}% (per seed {100 * row['savings_seed_mean']:.1f} ± "
-         f"{100 * row['savings_seed_std']:.1f}%, {row['seeds']} seeds) to reach {row['target_acc1']:.2f}% top-1 "
-         f"({row['target_rule']}; cost = {row['cost_rule']})")
-    if np.isfinite(row["pretrain_s"]):
-        s += f"; pretraining {row['pretrain_s']:.0f} device-s, savings incl. pretraining {100 * row['savings_incl_pretraining']:.1f}%"
+def pct(v: float) -> str:
+    return f"{100 * v:.1f}%" if pd.notna(v) and math.isfinite(v) else "n/a"
+
+
+def describe(row) -> str:
+    """One line: savings to the target with its interval, the target and its rule, the convergence check."""
+    iv = {"n": row["savings_seed_n"], "mean": row["savings_seed_mean"], "lo": row["savings_lo"],
+          "hi": row["savings_hi"]}
+    s = (f"savings to target {pct(row['savings_to_target'])} (paired per seed {fmt_interval(iv, 1, 100, '%', '')}, 95% t) "
+         f"to reach {row['target_acc1']:.2f}% top-1 ({row['target_rule']}); adapt reached it in "
+         f"{row['adapt_reached']}/{row['seeds']} seeds, scratch in {row['scratch_reached']}; "
+         f"start top-1 {row['start_acc1']:.2f}%{' (already meets the target)' if row['start_meets_target'] else ''}; "
+         f"scratch {'converged' if row['converged'] else 'NOT converged'} (last-quarter gain "
+         f"{row['scratch_last_quarter_gain_pp']:+.2f} pp); full-schedule savings {pct(row['savings_full_schedule'])}; "
+         f"vs fo_scratch {pct(row['savings_vs_fo_scratch'])}")
+    if pd.notna(row["pretrain_s"]):
+        s += (f"; pretraining {row['pretrain_s']:.0f} device-s, savings incl. pretraining "
+              f"{pct(row['savings_incl_pretraining'])}")
     return s

@@ -1,6 +1,7 @@
 """The five tables, each written as CSV (full precision), Markdown and LaTeX (formatted, with provenance notes).
 
-    table1_adaptation         E1: every backbone x method: top-1, cost, savings of adaptation (paper table 1)
+    table1_adaptation         E1: every backbone x setting x method: top-1 with intervals, quadratic share, cost,
+                              savings of adaptation to the scratch target (paper table 1)
     table2_pretraining_scale  E2: accuracy and cost vs the size of the first-order pretraining set (paper's
                               larger-scale ImageNet-21K setting stands behind it)
     table3_coco               COCO detection / segmentation (paper table 3): box / mask AP
@@ -18,8 +19,9 @@ from typing import Callable, Optional
 import pandas as pd
 
 from .. import io
-from . import TABLES
-from .savings import describe, savings
+from . import TABLES, TOLERANCE_PP
+from .savings import CONVERGED_RULE, COST_RULE, describe, savings
+from .stats import INTERVAL_RULE, binomial_se, paired, t_interval
 
 PM = "±"
 
@@ -48,23 +50,6 @@ def summarise(runs: pd.DataFrame, keys: list, values: list) -> pd.DataFrame:
     for v in values:
         out[f"{v}_std"] = g[v].std(ddof=0)
     out["seeds"] = g.size()
-    return out.reset_index()
-
-
-def versus(runs: pd.DataFrame, exp: str, value: str, a: str = "adapt", b: str = "scratch", by=("hardware", "backbone")):
-    """Per group: mean/std of `value` for methods a and b, their difference and whether it exceeds the spread."""
-    r = finished(runs, exp)
-    if r.empty or value not in r:
-        return pd.DataFrame()
-    s = r[r["method"].isin([a, b])].groupby([*by, "method"])[value].agg(["mean", lambda v: v.std(ddof=0), "size"])
-    s.columns = ["mean", "std", "n"]
-    s = s.unstack("method").dropna()
-    if s.empty or a not in s["mean"] or b not in s["mean"]:
-        return pd.DataFrame()
-    out = pd.DataFrame({"a": s["mean"][a], "a_std": s["std"][a], "b": s["mean"][b], "b_std": s["std"][b],
-                        "n": s["n"][a].astype(int)})
-    out["diff"] = out["a"] - out["b"]
-    out["beyond_spread"] = out["diff"].abs() > out["a_std"] + out["b_std"]
     return out.reset_index()
 
 
@@ -117,46 +102,101 @@ def provenance_note(runs: pd.DataFrame) -> str:
 
 
 # ---------------------------------------------------------------- tables
-def table1_adaptation(runs, curves, bench):
+def _fmt(v, spec: str = ".2f", suffix: str = "") -> str:
+    return "" if v is None or pd.isna(v) else f"{v:{spec}}{suffix}"
+
+
+def _share(start, end) -> str:
+    """'0.050 (0.000→0.050)': the quadratic branch's RMS share of the layer output at the end (start→end)."""
+    return "" if pd.isna(end) else f"{end:.3f} ({_fmt(start, '.3f')}→{end:.3f})"
+
+
+def _ci(mean, lo, hi, n, scale: float = 1.0, spec: str = "+.2f", suffix: str = "") -> str:
+    """'92.5% [90.1, 94.9] (n=3)' ('... (n=1)' without an interval)."""
+    if pd.isna(mean):
+        return ""
+    m = f"{scale * mean:{spec}}{suffix}"
+    return f"{m} (n={n:.0f})" if pd.isna(lo) else f"{m} [{scale * lo:{spec}}, {scale * hi:{spec}}] (n={n:.0f})"
+
+
+def share_columns(r: pd.DataFrame) -> pd.DataFrame:
+    """qs_start / qs_end: median quadratic share at the start and end (NaN without quadratic terms or in old runs)."""
+    return r.assign(qs_start=_col(r, "quadratic_share.start.median"), qs_end=_col(r, "quadratic_share.end.median"))
+
+
+METHOD_NOTE = ("Methods: scratch = quadratic (QuadraNet V2 structure) from random init; v1_scratch = QuadraNet V1 from "
+               "random init; fo_scratch = first-order from random init; adapt = V2 adaptation of the pretrained "
+               "first-order weights (quadratic terms + head, then everything); finetune = first-order finetune; "
+               "lora = linear low-rank adapter at the quadratic adapter's parameter count; head = only the "
+               "classifier head trains (control). Settings: intask = first-order weights pretrained on the target "
+               "task itself (the fo_scratch run of the same seed); transfer = pretrained on another task, new head.")
+
+
+def savings_notes(tolerance_pp: float) -> list:
+    return [f"Target: mean final top-1 of the scratch runs minus {tolerance_pp:g} pp; {COST_RULE}; the evaluation "
+            "before training never counts. savings to target = 1 - mean t_adapt / mean t_scratch, the interval is "
+            f"that of the paired per-seed savings ({INTERVAL_RULE}). full schedule = 1 - mean cost of whole adapt "
+            "runs / that of whole scratch runs. start ≥ target: the adapted model already starts at the target "
+            "(its savings say nothing about training).", f"{CONVERGED_RULE} (scratch; gain in parentheses)."]
+
+
+def table1_adaptation(runs, curves, bench, tolerance_pp: float = TOLERANCE_PP):
     r = finished(runs, "e1")
     if r.empty:
         return r, r, ["E1 not run (e1.enabled false, or no run finished)."]
-    r = r.assign(trainable_m=r["trainable_params"] / 1e6, params_m=r["params"] / 1e6)
-    r = r.assign(steps=_col(r, "steps"))
-    s = summarise(r, ["hardware", "backbone", "method"],
-                  ["acc1", "initial_acc1", "cost_s", "trainable_m", "params_m", "steps"])
-    sv = savings(runs, curves, by=("hardware", "exp", "backbone"))
-    sv = sv[sv["exp"] == "e1"] if len(sv) else sv
+    keys = ["hardware", "backbone", "variant", "method"]
+    r = share_columns(r).assign(trainable_m=r["trainable_params"] / 1e6, params_m=r["params"] / 1e6,
+                                steps=_col(r, "steps"), eval_images=_col(r, "eval_images"))
+    s = summarise(r, keys, ["acc1", "initial_acc1", "cost_s", "trainable_m", "params_m", "steps", "eval_images",
+                            "qs_start", "qs_end"])
+    s["acc1_half"] = r.groupby(keys, sort=False, dropna=False)["acc1"].apply(lambda v: t_interval(v)["half"]).values
+    s["acc1_binomial_se"] = [binomial_se(a, n) for a, n in zip(s["acc1_mean"], s["eval_images_mean"])]
+    sv = savings(runs, curves, tolerance_pp)
+    sv = sv[sv["exp"] == "e1"].drop(columns="exp") if len(sv) else sv
+    diff = paired(r, "acc1", "adapt", "scratch", keys[:3])
     if len(sv):
-        s = s.merge(sv.assign(method="adapt")[["hardware", "backbone", "method", "target_acc1", "savings",
-                                               "savings_seed_std", "pretrain_s", "savings_incl_pretraining"]],
-                    on=["hardware", "backbone", "method"], how="left")
+        s = s.merge(sv.drop(columns="seeds").assign(method="adapt"), on=keys, how="left")
+    if len(diff):
+        s = s.merge(diff.drop(columns="diffs").add_prefix("vs_scratch_").rename(
+            columns={f"vs_scratch_{k}": k for k in keys[:3]}).assign(method="adapt"), on=keys, how="left")
     shown = pd.DataFrame({
-        "hardware": s["hardware"], "backbone": s["backbone"], "params (M)": s["params_m_mean"].map("{:.2f}".format),
-        "method": s["method"], "seeds": s["seeds"],
-        "steps": s["steps_mean"].map(lambda v: "" if pd.isna(v) else f"{v:g}"),
+        "hardware": s["hardware"], "backbone": s["backbone"], "setting": s["variant"], "method": s["method"],
+        "seeds": s["seeds"], "steps": s["steps_mean"].map(lambda v: _fmt(v, "g")),
+        "params (M)": s["params_m_mean"].map(_fmt), "trainable (M)": s["trainable_m_mean"].map(lambda v: _fmt(v, ".3f")),
         "top-1 (%)": [pm(m, d) for m, d in zip(s["acc1_mean"], s["acc1_std"])],
-        "start top-1 (%)": s["initial_acc1_mean"].map(lambda v: "" if pd.isna(v) else f"{v:.2f}"),
-        "trainable (M)": s["trainable_m_mean"].map("{:.3f}".format),
+        "95% ± (t)": s["acc1_half"].map(_fmt), "binomial SE": s["acc1_binomial_se"].map(_fmt),
+        "start top-1 (%)": s["initial_acc1_mean"].map(_fmt),
+        "quadratic share": [_share(a, b) for a, b in zip(s["qs_start_mean"], s["qs_end_mean"])],
         "cost (device-s)": [pm(m, d, 1) for m, d in zip(s["cost_s_mean"], s["cost_s_std"])],
-        "savings vs scratch": [f"{100 * v:.1f}% @ {t:.2f}%" if pd.notna(v) else "" for v, t in
-                               zip(_col(s, "savings"), _col(s, "target_acc1"))],
-        "incl. pretraining": [f"{100 * v:.1f}%" if pd.notna(v) else "" for v in _col(s, "savings_incl_pretraining")],
+        "target (%)": _col(s, "target_acc1").map(_fmt),
+        "scratch converged": [f"{'yes' if c else 'no'} ({g:+.2f} pp)" if isinstance(c, bool) else "" for c, g in
+                              zip(_col(s, "converged", None), _col(s, "scratch_last_quarter_gain_pp"))],
+        "start ≥ target": _col(s, "start_meets_target", None).map(lambda v: "" if v is None or pd.isna(v) else
+                                                                   "yes" if v else "no"),
+        "savings to target": _col(s, "savings_to_target").map(lambda v: _fmt(100 * v, ".1f", "%")),
+        "per seed [95% CI] (%)": [_ci(m, lo, hi, n, 100, ".1f") for m, lo, hi, n in zip(
+            _col(s, "savings_seed_mean"), _col(s, "savings_lo"), _col(s, "savings_hi"), _col(s, "savings_seed_n"))],
+        "full schedule": _col(s, "savings_full_schedule").map(lambda v: _fmt(100 * v, ".1f", "%")),
+        "vs fo_scratch": _col(s, "savings_vs_fo_scratch").map(lambda v: _fmt(100 * v, ".1f", "%")),
+        "incl. pretraining": _col(s, "savings_incl_pretraining").map(lambda v: _fmt(100 * v, ".1f", "%")),
+        "adapt - scratch top-1 (pp)": [_ci(m, lo, hi, n) for m, lo, hi, n in zip(
+            _col(s, "vs_scratch_mean"), _col(s, "vs_scratch_lo"), _col(s, "vs_scratch_hi"), _col(s, "vs_scratch_n"))],
     })
-    notes = ["Methods: scratch = quadratic (QuadraNet V2 structure) from random init; adapt = V2 adaptation of the "
-             "pretrained first-order weights; finetune = first-order finetune; fo_scratch = first-order from random "
-             "init; lora = LoRA adapter at the quadratic adapter's parameter count.",
-             "cost = device-seconds of training + evaluation (start-up apart); mean ± std over seeds. steps = "
-             "optimizer steps, all stages together.",
-             *[f"{row['hardware']} / {row['backbone']}: {describe(row)}." for _, row in sv.iterrows()],
-             *[f"{v.hardware} / {v.backbone}: adapt - scratch top-1 = {v.diff:+.2f} pp, "
-               f"{'beyond' if v.beyond_spread else 'within'} the seed spread (± {v.a_std:.2f} and ± {v.b_std:.2f}, "
-               f"{v.n} seeds)." for v in versus(runs, "e1", "acc1").itertuples()],
+    notes = [METHOD_NOTE,
+             "cost = device-seconds of training + evaluation from the first optimizer step (start-up and the "
+             "evaluation before training apart); mean ± std (ddof 0) over seeds. steps = optimizer steps, all "
+             f"stages together. 95% ± (t): half-width of the {INTERVAL_RULE} of top-1; binomial SE = "
+             "100·sqrt(p(1-p)/n) at the n evaluation images.",
+             "quadratic share: median over adapted layers of RMS(quadratic or LoRA branch output) / RMS(primary "
+             "output) at the end of training (start→end).",
+             *savings_notes(tolerance_pp),
+             f"adapt - scratch top-1: paired by seed, {INTERVAL_RULE}.",
+             *[f"{row['hardware']} / {row['backbone']} / {row['variant']}: {describe(row)}." for _, row in sv.iterrows()],
              provenance_note(r)]
     return s, shown, notes
 
 
-def table2_pretraining_scale(runs, curves, bench):
+def table2_pretraining_scale(runs, curves, bench, tolerance_pp: float = TOLERANCE_PP):
     r = finished(runs, "e2")
     if r.empty:
         return r, r, ["E2 not run (e2.enabled false, or no run finished)."]
@@ -174,9 +214,10 @@ def table2_pretraining_scale(runs, curves, bench):
         if variant == "none":
             continue
         sub = pd.concat([g, r[(r["hardware"] == hw) & (r["backbone"] == bb) & (r["variant"] == "none")]])
-        sv = savings(sub.assign(exp="e2"), curves, by=("hardware", "backbone"))
-        rows.append({"hardware": hw, "backbone": bb, "variant": variant,
-                     **({k: sv.iloc[0][k] for k in ("target_acc1", "savings", "savings_incl_pretraining")} if len(sv) else {})})
+        sv = savings(sub, curves, tolerance_pp, by=("hardware", "backbone"))
+        rows.append({"hardware": hw, "backbone": bb, "variant": variant, **({k: sv.iloc[0][k] for k in (
+            "target_acc1", "savings_to_target", "savings_lo", "savings_hi", "savings_seed_mean", "savings_seed_n",
+            "savings_incl_pretraining")} if len(sv) else {})})
     if rows:
         s = s.merge(pd.DataFrame(rows), on=["hardware", "backbone", "variant"], how="left")
     shown = pd.DataFrame({
@@ -185,19 +226,21 @@ def table2_pretraining_scale(runs, curves, bench):
         "pretraining (device-s)": s["pretrain_s_mean"].map(lambda v: "" if pd.isna(v) or not v else f"{v:.0f}"),
         "seeds": s["seeds"], "top-1 (%)": [pm(m, d) for m, d in zip(s["acc1_mean"], s["acc1_std"])],
         "cost (device-s)": [pm(m, d, 1) for m, d in zip(s["cost_s_mean"], s["cost_s_std"])],
-        "savings vs scratch": [f"{100 * v:.1f}% @ {t:.2f}%" if pd.notna(v) else "" for v, t in
-                               zip(_col(s, "savings"), _col(s, "target_acc1"))],
-        "incl. pretraining": [f"{100 * v:.1f}%" if pd.notna(v) else "" for v in _col(s, "savings_incl_pretraining")],
+        "target (%)": _col(s, "target_acc1").map(_fmt),
+        "savings to target": _col(s, "savings_to_target").map(lambda v: _fmt(100 * v, ".1f", "%")),
+        "per seed [95% CI] (%)": [_ci(m, lo, hi, n, 100, ".1f") for m, lo, hi, n in zip(
+            _col(s, "savings_seed_mean"), _col(s, "savings_lo"), _col(s, "savings_hi"), _col(s, "savings_seed_n"))],
+        "incl. pretraining": _col(s, "savings_incl_pretraining").map(lambda v: _fmt(100 * v, ".1f", "%")),
     })
     notes = ["First-order pretraining on growing source sets, then V2 adaptation on the target task; rows "
              "without pretraining are the from-scratch references. The paper's larger-scale setting is "
              "ImageNet-21K pretraining (its table 2; numbers not public to us).",
-             "savings: as in table 1, target per row (highest accuracy every adapt and scratch seed reaches).",
-             provenance_note(r)]
+             "savings: as in table 1 (one definition, quadranet/report/savings.py), against the scratch rows of "
+             "the same backbone.", *savings_notes(tolerance_pp), provenance_note(r)]
     return s, shown, notes
 
 
-def table3_coco(runs, curves, bench):
+def table3_coco(runs, curves, bench, **_):
     r = finished(runs, "coco")
     if r.empty:
         return r, pd.DataFrame({"status": ["not run: COCO detection is off (workflow config coco.enabled: false)"]}), [
@@ -220,13 +263,14 @@ def _stages(text) -> str:
     return " then ".join(f"{s.get('epochs')} ep [{'+'.join(s.get('trainable', []))}]" for s in stages) or "default"
 
 
-def table4_ablations(runs, curves, bench):
+def table4_ablations(runs, curves, bench, **_):
     r = finished(runs, "e4")
     if r.empty:
         return r, r, ["E4 not run (e4.enabled false, or no run finished)."]
     keys = ["cfg.adapter.rank", "cfg.adapter.dilation", "cfg.adapter.kernel", "cfg.adapter.targets", "cfg.train.stages"]
-    r = r.assign(**{k: _col(r, k, "").astype(str) for k in keys})
-    s = summarise(r, ["hardware", "backbone", "variant", *keys], ["acc1", "cost_s", "params_added", "trainable_params"])
+    r = share_columns(r).assign(**{k: _col(r, k, "").astype(str) for k in keys})
+    s = summarise(r, ["hardware", "backbone", "variant", *keys],
+                  ["acc1", "cost_s", "params_added", "trainable_params", "qs_start", "qs_end"])
     base = s[s["variant"] == "base"].set_index("hardware")["acc1_mean"]
     s["delta_vs_base"] = s["acc1_mean"] - s["hardware"].map(base)
     shown = pd.DataFrame({
@@ -238,12 +282,15 @@ def table4_ablations(runs, curves, bench):
         "trainable (K)": (s["trainable_params_mean"] / 1e3).map("{:.1f}".format), "seeds": s["seeds"],
         "top-1 (%)": [pm(m, d) for m, d in zip(s["acc1_mean"], s["acc1_std"])],
         "Δ vs base (pp)": s["delta_vs_base"].map(lambda v: "" if pd.isna(v) else f"{v:+.2f}"),
+        "quadratic share": [_share(a, b) for a, b in zip(s["qs_start_mean"], s["qs_end_mean"])],
         "cost (device-s)": [pm(m, d, 1) for m, d in zip(s["cost_s_mean"], s["cost_s_std"])],
     })
-    return s, shown, ["Each variant changes one setting of the base V2 adaptation (row 'base').", provenance_note(r)]
+    return s, shown, ["Each variant changes one setting of the base V2 adaptation (row 'base').",
+                      "quadratic share: as in table 1 (median RMS ratio of the quadratic branch to the primary "
+                      "output, end (start→end)).", provenance_note(r)]
 
 
-def table5_efficiency(runs, curves, bench):
+def table5_efficiency(runs, curves, bench, **_):
     if bench.empty:
         return bench, bench, ["E5 not run (e5.enabled false)."]
     cols = [c for c in ("hardware", "source", "model", "variant", "mode", "batch", "input_size", "device",
@@ -270,9 +317,10 @@ BUILDERS: dict[str, tuple[Callable, str]] = {
 assert tuple(BUILDERS) == TABLES
 
 
-def write_tables(runs: pd.DataFrame, curves: pd.DataFrame, bench: pd.DataFrame, out_dir) -> list[str]:
-    """Write every table into out_dir; returns their names."""
+def write_tables(runs: pd.DataFrame, curves: pd.DataFrame, bench: pd.DataFrame, out_dir,
+                 tolerance_pp: float = TOLERANCE_PP) -> list[str]:
+    """Write every table into out_dir (savings targets at `tolerance_pp`); returns their names."""
     for name, (build, title) in BUILDERS.items():
-        data, shown, notes = build(runs, curves, bench)
+        data, shown, notes = build(runs, curves, bench, tolerance_pp=tolerance_pp)
         write_table(out_dir, name, data, shown, title, notes)
     return list(BUILDERS)

@@ -46,8 +46,9 @@ def test_scratch_run_writes_accounting_and_provenance(source):
     assert 0 <= m["initial_acc1"] <= 100 and m["acc1"] > m["initial_acc1"]  # it learned something
     assert m["acc5"] >= m["acc1"] and m["best_acc1"] >= m["acc1"] and m["eval_images"] == 64
     sec = m["device_seconds"]
-    assert sec["train"] > 0 and sec["eval"] > 0 and sec["startup"] > 0
-    assert sec["total"] == pytest.approx(sec["train"] + sec["eval"] + sec["startup"], abs=0.01)
+    assert sec["train"] > 0 and sec["eval"] > 0 and sec["startup"] > 0 and sec["initial_eval"] > 0
+    assert sec["total"] == pytest.approx(sum(v for k, v in sec.items() if k != "total"), abs=0.01)
+    assert m["quadratic_share"] is None  # a first-order network has no quadratic term
     assert m["device_hours"] == pytest.approx(sec["total"] / 3600)
     assert m["num_devices"] == 1 and m["device_type"] == "cpu"
     assert m["params"] == m["trainable_params"] > 0 and m["params_added"] == 0 and m["flops"] > 0
@@ -56,7 +57,11 @@ def test_scratch_run_writes_accounting_and_provenance(source):
     assert "quadranet train --out" in p["command"] and p["versions"]["torch"] == torch.__version__
     assert p["hardware"]["cpu_count"] >= 1 and p["date"].startswith("20")
     lines = log(source)
-    assert [r["event"] for r in lines].count("eval") == 3  # initial + one per epoch
+    evals = [r for r in lines if r["event"] == "eval"]
+    assert len(evals) == 3  # initial + one per epoch
+    # the cost counts from the first optimizer step: the evaluation before it is not part of it
+    assert evals[0]["tag"] == "initial" and evals[0]["device_s"] == 0
+    assert evals[-1]["device_s"] == pytest.approx(sec["train"] + sec["eval"], abs=2e-3)
     steps = [r for r in lines if r["event"] == "step"]
     assert [r["step"] for r in steps] == [2, 4, 5, 6, 8, 10]  # every 2 steps and each epoch's last
     assert all(r["images_per_s"] > 0 and r["loss"] > 0 and r["lr"] > 0 for r in steps)
@@ -83,6 +88,16 @@ def test_adapt_starts_at_the_pretrained_accuracy_and_trains_in_stages(source, tm
     assert m["head_reinitialised"] is False
     stages = {r["stage"] for r in log(out) if r["event"] == "step"}
     assert stages == {0, 1}
+    share = m["quadratic_share"]
+    assert share["start"] == {"median": 0.0, "max": 0.0, "layers": 9}  # P = 0: exact at init
+    assert 0 < share["end"]["median"] <= share["end"]["max"] and share["end"]["layers"] == 9
+
+
+def test_quadratic_scratch_starts_with_a_live_quadratic_term(tmp_path):
+    out = tmp_path / "qscratch"
+    cli(out, "model.quadratic=true", "train.epochs=1")
+    share = metrics(out)["quadratic_share"]
+    assert share["start"]["median"] > 0.01 and share["end"]["median"] > 0.01
 
 
 def test_other_class_count_gets_a_fresh_head(source, tmp_path):
@@ -91,6 +106,13 @@ def test_other_class_count_gets_a_fresh_head(source, tmp_path):
         "data.train_per_class=16")
     m = metrics(out)
     assert m["head_reinitialised"] is True and m["eval_images"] == 64
+
+
+def test_reset_head_starts_a_fitting_head_afresh(source, tmp_path):
+    out = tmp_path / "reset"
+    cli(out, "method=finetune", f"model.pretrained={source}", "model.reset_head=true", "train.epochs=1")
+    m = metrics(out)
+    assert m["head_reinitialised"] is True and m["initial_acc1"] != metrics(source)["acc1"]
 
 
 def test_sigkill_mid_epoch_then_rerun_resumes_to_the_same_result(tmp_path):
