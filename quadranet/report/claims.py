@@ -84,11 +84,10 @@ def overall(verdicts) -> str:
     return HOLDS if not rest else rest.pop() if len(rest) == 1 else INCONCLUSIVE
 
 
-def _name(r) -> str:
-    """'backbone setting [hardware]' of a group row (dict, Series or namedtuple)."""
-    get = r.get if hasattr(r, "get") else lambda k, d=None: getattr(r, k, d)
-    variant = get("variant")
-    return f"{get('backbone')}{'' if variant is None or pd.isna(variant) else f' {variant}'} [{get('hardware')}]"
+def _name(r: pd.Series) -> str:
+    """'backbone setting [hardware]' of a group row (no setting where the group has none)."""
+    variant = r.get("variant")
+    return f"{r['backbone']}{'' if variant is None or pd.isna(variant) else f' {variant}'} [{r['hardware']}]"
 
 
 def c1_row(r) -> str:

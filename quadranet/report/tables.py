@@ -169,9 +169,9 @@ def table1_adaptation(runs, curves, bench, tolerance_pp: float = TOLERANCE_PP):
         "quadratic share": [_share(a, b) for a, b in zip(s["qs_start_mean"], s["qs_end_mean"])],
         "cost (device-s)": [pm(m, d, 1) for m, d in zip(s["cost_s_mean"], s["cost_s_std"])],
         "target (%)": _col(s, "target_acc1").map(_fmt),
-        "scratch converged": [f"{'yes' if c else 'no'} ({g:+.2f} pp)" if isinstance(c, bool) else "" for c, g in
+        "scratch converged": ["" if pd.isna(c) else f"{'yes' if c else 'no'} ({g:+.2f} pp)" for c, g in
                               zip(_col(s, "converged", None), _col(s, "scratch_last_quarter_gain_pp"))],
-        "start ≥ target": _col(s, "start_meets_target", None).map(lambda v: "" if v is None or pd.isna(v) else
+        "start ≥ target": _col(s, "start_meets_target", None).map(lambda v: "" if pd.isna(v) else
                                                                    "yes" if v else "no"),
         "savings to target": _col(s, "savings_to_target").map(lambda v: _fmt(100 * v, ".1f", "%")),
         "per seed [95% CI] (%)": [_ci(m, lo, hi, n, 100, ".1f") for m, lo, hi, n in zip(
