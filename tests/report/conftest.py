@@ -142,8 +142,9 @@ def synthetic():
                            CURVES=CURVES, SEEDS=SEEDS)
 
 
-@pytest.fixture
-def results(tmp_path):
-    root = tmp_path / "results"
+@pytest.fixture(scope="session")
+def results(tmp_path_factory):
+    """One synthetic results folder for the session (tests only read it)."""
+    root = tmp_path_factory.mktemp("shared") / "results"
     make_results(root)
     return root

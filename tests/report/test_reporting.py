@@ -18,8 +18,9 @@ from quadranet.report.tables import to_latex, to_markdown, write_tables
 PAPER = str(Path(__file__).parents[2] / "workflow" / "paper_numbers.yaml")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def collected(results):
+    """(runs, curves, bench) of the shared results folder; tests do not modify them."""
     return collect(results / "manifest.tsv", sorted((results / "bench").glob("*.csv")))
 
 
@@ -343,3 +344,18 @@ def test_coco_table_and_claim_c4_use_ap_points():
     assert c4(runs(0.28), empty, empty)[1] == FAILS  # two AP points below
     ours, verdict, _ = c4(runs(0.295, seeds=(0,)), empty, empty)
     assert verdict == FEW_SEEDS and "no interval" in ours
+
+
+def test_reports_with_only_scratch_and_adapt(tmp_path, synthetic):
+    """Absent methods (fo_scratch, finetune, lora, head, v1_scratch) leave their columns empty, nothing breaks."""
+    from quadranet.report.figures import write_figures
+
+    synthetic.make_results(tmp_path / "r", methods=("scratch", "adapt"))
+    collected = collect(tmp_path / "r" / "manifest.tsv")
+    write_tables(*collected, tmp_path / "t")
+    row = pd.read_csv(tmp_path / "t" / "table1_adaptation.csv").query("method == 'adapt' and variant == 'transfer'")
+    assert row["savings_to_target"].iloc[0] == pytest.approx(0.925) and row["savings_vs_fo_scratch"].isna().all()
+    claims = evaluate_claims(*collected, PAPER, "test").set_index("claim")
+    assert claims.loc["C1", "verdict"] == claims.loc["C2", "verdict"] == HOLDS
+    write_figures(*collected, tmp_path / "f")
+    assert all((tmp_path / "f" / f"{name}.png").is_file() for name in FIGURES)
