@@ -29,6 +29,24 @@ def cmd_eval(args) -> None:
                    if not isinstance(v, dict)))
 
 
+def cmd_shift_sweep(args) -> None:
+    """Top-1 of a finished run's model on its eval data under each pixel-wise shift and strength (E3 calibration)."""
+    import pandas as pd
+
+    from . import io
+    from .engine.evaluate import evaluate_run
+
+    rows = []
+    for shift in args.shifts:
+        for strength in args.strengths:
+            r = evaluate_run(args.run, (f"data.shift={shift}", f"data.shift_strength={strength}"))
+            rows.append(dict(run=args.run, shift=shift, strength=strength, acc1=r["acc1"], eval_images=r["eval_images"],
+                             git_commit=r["provenance"].get("git_commit"), date=r["provenance"].get("date")))
+            print(f"{shift} {strength:g}: top-1 {r['acc1']:.2f}% on {r['eval_images']} images", flush=True)
+    if args.out:
+        io.write_text(args.out, pd.DataFrame(rows).to_csv(index=False))
+
+
 def cmd_report(args) -> None:
     """Conversion report of a timm backbone at several ranks: layers, parameters and FLOPs added."""
     import pandas as pd
@@ -78,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="JSON file for the result (written atomically)")
     p.add_argument("overrides", nargs="*", metavar="data.key=value", help="data overrides, e.g. data.shift=gamma")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("shift-sweep", help=cmd_shift_sweep.__doc__, description=cmd_shift_sweep.__doc__)
+    p.add_argument("--run", required=True, help="folder of a finished `quadranet train` run")
+    p.add_argument("--shifts", nargs="+", required=True, help="contrast brightness gamma solarize invert_range")
+    p.add_argument("--strengths", nargs="+", type=float, required=True, help="values in [0, 1]")
+    p.add_argument("--out", help="CSV file for the results (written atomically)")
+    p.set_defaults(func=cmd_shift_sweep)
 
     for module in ("quadranet.bench", "quadranet.detection.cli", "quadranet.report.cli"):
         try:  # each adds its own subcommands

@@ -50,7 +50,7 @@ class AdapterConfig:
     """The quadratic adapter (method adapt, or scratch with model.quadratic) and the LoRA baseline."""
     rank: int = 4
     dilation: int = 2
-    kernel_size: int = 3
+    kernel_size: Optional[int] = 3  # None: each converted layer's own kernel size
     kernel: str = "bilinear"
     targets: list = field(default_factory=lambda: ["auto"])  # layer types and module-name globs
     memory_efficient: bool = False

@@ -82,15 +82,15 @@ def test_paper_dry_run_lists_every_imagenet_and_coco_job(tmp_path):
     sheet = pd.read_csv(REPO / "workflow" / "backbones.tsv", sep="\t", dtype=str, keep_default_na=False)
     e1 = sheet[sheet["e1_scales"].str.split(",").map(lambda s: "paper" in s)]["name"]
     assert len(e1) >= 6
-    for bb in e1:  # ImageNet-1K: every E1 backbone x method
-        assert {f"e1/{bb}/{m}/base/seed0" for m in cfg["e1"]["methods"]} <= runs, bb
+    settings = list(cfg["e1"]["settings"])
+    for bb in e1:  # ImageNet-1K: every E1 backbone x method (from random init: one run for all settings)
+        assert {f"e1/{bb}/{m}/{settings[0]}/seed0" for m in cfg["e1"]["methods"] if m != "v1_scratch"} <= runs, bb
     for n in cfg["e2"]["source_per_class"]:  # ImageNet-21K pretraining at each scale, then adaptation
         assert f"pretrain/convnext_tiny/first_order/src{n}/seed0" in runs
         assert f"e2/convnext_tiny/adapt/src{n}/seed0" in runs
     assert {f"coco/convnext_tiny/{m}/{s}/seed0" for m in cfg["coco"]["methods"]
             for s in ("1x", "3x")} <= runs  # COCO 2017, both schedules
-    assert sum(r.startswith("e3/") for r in runs) == (len(cfg["e3"]["shifts"]) * len(cfg["e3"]["strengths"])
-                                                      * len(cfg["e3"]["methods"]))
+    assert sum(r.startswith("e3/") for r in runs) == len(cfg["e3"]["strength"]) * len(cfg["e3"]["methods"])
     # the ImageNet runs read the fixture tree, the COCO runs its annotation files
     configs = " ".join(out.stdout.split())
     assert "torchrun --standalone --nproc_per_node=8" in configs and "detect train" in configs
@@ -116,7 +116,7 @@ def test_missing_data_or_weights_stop_before_any_job(tmp_path):
 def test_one_sheet_row_adds_exactly_that_backbones_jobs(tmp_path):
     sheet = (REPO / "workflow" / "backbones.tsv").read_text()
     row = "\t".join(["resnet10t_new", "ResNet", "10t", "5.4", "resnet10t", "workflow",
-                     "first-order pretraining by this workflow", "176", "smoke"])
+                     "first-order pretraining by this workflow", "176", "smoke", ""])
     (tmp_path / "sheet.tsv").write_text(sheet.rstrip("\n") + "\n" + row + "\n")
     before = job_outputs(snakemake(tmp_path, "-n", "--configfile", str(CONFIGS / "smoke.yaml")))
     after = snakemake(tmp_path, "-n", "--configfile", str(
@@ -125,14 +125,20 @@ def test_one_sheet_row_adds_exactly_that_backbones_jobs(tmp_path):
     gained = job_outputs(after) - before
     assert before <= job_outputs(after)
     smoke = yaml.safe_load((CONFIGS / "smoke.yaml").read_text())
-    assert gained == {f"e1/resnet10t_new/{m}/base/seed0" for m in smoke["e1"]["methods"]} | {
-        "pretrain/resnet10t_new/first_order/src10/seed0"}
+    first, *other = smoke["e1"]["settings"]
+    from_init = {m for m in smoke["e1"]["methods"] if smoke["methods"][m]["method"] == "scratch"}
+    # runs from random init once (no V1 counterpart for a ResNet); the others once per setting
+    assert gained == ({f"e1/resnet10t_new/{m}/{first}/seed0" for m in from_init - {"v1_scratch"}}
+                      | {f"e1/resnet10t_new/{m}/{s}/seed0" for m in set(smoke["e1"]["methods"]) - from_init
+                         for s in smoke["e1"]["settings"]}
+                      | {"pretrain/resnet10t_new/first_order/src10/seed0"})
 
 
 @pytest.mark.parametrize("edit, message", [
     (lambda c: c.update(unknown_section=1), "Additional properties are not allowed"),
     (lambda c: c["e1"].update(methods="adapt"), "is not of type 'array'"),
-    (lambda c: c["e3"].update(shifts=["blur"]), "is not one of"),
+    (lambda c: c["e3"]["strength"].update(blur=0.5), "is not one of"),
+    (lambda c: c["e1"]["settings"]["intask"].update(weights="imagenet"), "is not one of"),
     (lambda c: c["resources"].update(gpus=-1), "less than the minimum"),
     (lambda c: c["methods"]["adapt"].pop("method"), "'method' is a required property"),
     (lambda c: c["run"].update(optimiser="sgd"), "'optimiser' is not one of"),
@@ -166,7 +172,7 @@ def test_e1_family_run_changes_the_runs_of_that_family_only(tmp_path):
     (tmp_path / "sheet.tsv").write_text(sheet.replace(lite0, lite0 + ",smoke"))  # Lite0 joins the smoke E1
     config = bad_config(tmp_path, lambda c: (c.update(sheet=str(tmp_path / "sheet.tsv")), c["e1"].update(
         family_run={"EfficientNet-Lite": {"data": {"batch_size": 7}}})))
-    runs = [f"results/configs/e1/{bb}/adapt/base/seed0.yaml" for bb in ("efficientnet_lite0", "convnext_atto")]
+    runs = [f"results/configs/e1/{bb}/adapt/transfer/seed0.yaml" for bb in ("efficientnet_lite0", "test_convnext")]
     out = snakemake(tmp_path, "--cores", "1", *runs, "--configfile", str(config))
     assert out.returncode == 0, out.stderr[-3000:]
     lite, atto = (yaml.safe_load((tmp_path / r).read_text()) for r in runs)
@@ -219,7 +225,7 @@ def test_interrupted_workflow_resumes_the_training_job(tmp_path):
     cfg["methods"]["scratch"]["train"].update(epochs=40, eval_every=40)
     cfg["run"]["train"]["checkpoint_every"] = 1
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    run = tmp_path / "results" / "runs" / "e1" / "convnext_atto" / "scratch" / "base" / "seed0"
+    run = tmp_path / "results" / "runs" / "e1" / "test_convnext" / "scratch" / "intask" / "seed0"
     cmd = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--cores", "1",
            str((run / "metrics.json").relative_to(tmp_path)), "--configfile", str(tmp_path / "c.yaml")]
     # SIGINT back to its default in the child: a pytest started in the background (`cmd &`, as CI scripts

@@ -156,10 +156,19 @@ def pretrain_run(name, per_class=None):
 
 
 def backbone_model(name, per_class=None):
-    """Run config keys that put backbone `name` in a run: its arch, its first-order weights (used by the
-    methods that start from them; scratch methods set pretrained none), its native resolution if asked.
+    """Run config keys that put backbone `name` in a run: its arch, its first-order weights from the sheet (used by
+    the methods that start from them; scratch methods set pretrained none), its native resolution if asked.
     per_class: pretrain it on a source set of that many images per class (E2), whatever the sheet says."""
     arch, weights = backbone(name)["arch"], weights_of(name)
     if weights == "workflow" or per_class is not None:
         weights = run_dir(pretrain_run(name, per_class))
     return merge({"model": {"arch": arch, "pretrained": weights}}, native(name))
+
+
+def v1_model(name, keys):
+    """`keys` with model.arch 'v1' replaced by backbone `name`'s QuadraNet V1 counterpart (sheet v1_arch);
+    None when the backbone has none (such a method skips it)."""
+    if (keys.get("model") or {}).get("arch") != "v1":
+        return keys
+    v1 = backbone(name)["v1_arch"]
+    return merge(keys, {"model": {"arch": v1}}) if v1 else None

@@ -10,7 +10,14 @@
 
 def method_run(exp, method):
     """The method's config keys, then the experiment's own (config.<exp>.run)."""
+    if method not in config["methods"]:
+        raise ValueError(f"{exp} names method {method!r}, which config.methods does not define; "
+                         f"defined: {sorted(config['methods'])}")
     return merge(config["methods"][method], config[exp].get("run"))
+
+
+def from_random_init(method):
+    return config["methods"][method]["method"] == "scratch"
 
 
 def e1_backbones():
@@ -34,44 +41,77 @@ def family_run(name):
     return families.get(backbone(name)["family"], {})
 
 
+def e1_run(name, method, setting, seed):
+    """Register E1 run (backbone, method, setting, seed); returns its id, or None where the method does not apply
+    (a V1 method on a backbone without a V1 counterpart).
+
+    Runs from random init are the same in every setting (one run, listed under each). The others start from
+    the setting's first-order weights: `fo_scratch`, the same seed's first-order network trained from scratch on
+    the target task (the paper's ImageNet-1K setting, where the pretrained model was trained on the task
+    itself), or `sheet`, the backbone's weights column (e.g. pretrained on another source task).
+    """
+    keys = v1_model(name, method_run("e1", method))
+    if keys is None:
+        return None
+    start = {"model": {"arch": backbone(name)["arch"]}} if from_random_init(method) else e1_start(name, setting, seed)
+    return add_run("e1", name, method, setting, seed, config["target"], start, keys, family_run(name))
+
+
+def e1_start(name, setting, seed):
+    """Model keys of the first-order weights that E1 setting `setting` starts seed `seed` of backbone `name` from."""
+    spec = config["e1"]["settings"][setting]
+    if spec["weights"] == "sheet":
+        return merge(backbone_model(name), spec.get("run"))
+    if "fo_scratch" not in config["methods"]:
+        raise ValueError(f"e1 setting {setting!r} starts from the fo_scratch runs; config.methods has no fo_scratch")
+    fo = run_dir(e1_run(name, "fo_scratch", setting, seed))
+    return merge({"model": {"arch": backbone(name)["arch"], "pretrained": fo}}, spec.get("run"))
+
+
 def e1():
     for name in e1_backbones():
-        for method in config["e1"]["methods"]:
-            for seed in seeds("e1"):
-                add_run("e1", name, method, "base", seed, config["target"], backbone_model(name),
-                        method_run("e1", method), family_run(name))
+        for setting in config["e1"]["settings"]:
+            for method in config["e1"]["methods"]:
+                for seed in seeds("e1"):
+                    e1_run(name, method, setting, seed)
 
 
 def e2():
+    """Adaptation after first-order pretraining on source sets of growing size, against the E1 runs from
+    random init on the same target (their configs are identical, so they are E1's runs)."""
     name = config["e2"]["backbone"]
     for n in config["e2"]["source_per_class"]:
         for method in config["e2"]["methods"]:
             for seed in seeds("e2"):
                 add_run("e2", name, method, f"src{n}", seed, config["target"], backbone_model(name, n),
                         method_run("e2", method))
-    for method in config["e2"]["reference"]:  # the runs without pretraining that E2 is compared with
+    for method in config["e2"]["reference"]:
         for seed in seeds("e2"):
-            add_run("e2", name, method, "none", seed, config["target"], backbone_model(name),
-                    method_run("e2", method))
+            add_run("e2", name, method, "none", seed, config["target"], {"model": {"arch": backbone(name)["arch"]}},
+                    config["methods"][method])
 
 
 def e3():
-    name = config["e3"]["backbone"]
-    task = merge({"data": config["source"]["data"]}, {"data": config["e3"]["data"]})  # the source model's task
-    for shift in config["e3"]["shifts"]:
-        for strength in config["e3"]["strengths"]:
-            shifted = {"data": {"shift": shift, "shift_strength": float(strength)}}
-            for method in config["e3"]["methods"]:
-                for seed in seeds("e3"):
-                    add_run("e3", name, method, f"{shift}-{strength}", seed, task, shifted,
-                            backbone_model(name), method_run("e3", method))
+    """The E1 setting's model of each seed adapted to pixel-wise shifts of the target task, one calibrated
+    strength per shift (config e3.strength; e3.band is the zero-shot accuracy range a shift must reach)."""
+    name, setting = config["e3"]["backbone"], config["e3"]["setting"]
+    for shift, strength in config["e3"]["strength"].items():
+        task = merge(config["target"], {"data": config["e3"]["data"]},
+                     {"data": {"shift": shift, "shift_strength": float(strength)}})
+        for label, method in config["e3"]["methods"].items():
+            if from_random_init(method):
+                raise ValueError(f"e3 method {method!r} trains from random init; E3 adapts a trained model")
+            for seed in seeds("e3"):
+                add_run("e3", name, label, f"{shift}-{strength}", seed, task, e1_start(name, setting, seed),
+                        method_run("e3", method))
 
 
 def e4():
-    name, method = config["e4"]["backbone"], config["e4"]["method"]
+    """Ablations of the adaptation of E1 setting e4.setting: each variant changes one setting."""
+    name, method, setting = config["e4"]["backbone"], config["e4"]["method"], config["e4"]["setting"]
     for variant in config["e4"]["variants"]:
         for seed in seeds("e4"):
-            add_run("e4", name, method, variant["name"], seed, config["target"], backbone_model(name),
+            add_run("e4", name, method, variant["name"], seed, config["target"], e1_start(name, setting, seed),
                     method_run("e4", method), variant.get("run"))
 
 

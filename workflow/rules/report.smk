@@ -50,7 +50,8 @@ rule tables:
     conda:
         "../../envs/quadranet.yaml"
     shell:
-        f"{QUADRANET} tables --collected $(dirname {{input.runs}}) --out-dir results/tables > {{log}} 2>&1"
+        f"{QUADRANET} tables --collected $(dirname {{input.runs}}) --out-dir results/tables"
+        f" --tolerance-pp {config['report']['tolerance_pp']} > {{log}} 2>&1"
 
 
 rule figures:
@@ -83,9 +84,12 @@ rule claims:
     params:
         scale=config["scale"],
         competitive_pp=config["report"]["competitive_pp"],
+        tolerance_pp=config["report"]["tolerance_pp"],
+        band=" ".join(str(v) for v in config["e3"].get("band", [30, 70])),
     localrule: True
     conda:
         "../../envs/quadranet.yaml"
     shell:
         f"{QUADRANET} claims --collected $(dirname {{input.runs}}) --paper {{input.paper}} --scale {{params.scale}}"
-        " --competitive-pp {params.competitive_pp} --out {output.md} > {log} 2>&1"
+        " --competitive-pp {params.competitive_pp} --tolerance-pp {params.tolerance_pp} --band {params.band}"
+        " --out {output.md} > {log} 2>&1"
