@@ -133,7 +133,8 @@ def describe(row) -> str:
     """One line: savings to the target with its interval, the target and its rule, the convergence check."""
     iv = {"n": row["savings_seed_n"], "mean": row["savings_seed_mean"], "lo": row["savings_lo"],
           "hi": row["savings_hi"]}
-    s = (f"savings to target {pct(row['savings_to_target'])} (paired per seed {fmt_interval(iv, 1, 100, '%', '')}, 95% t) "
+    s = (f"savings to target {pct(row['savings_to_target'])} (paired per seed "
+         f"{fmt_interval(iv, 1, 100, '%', '')}, 95% t) "
          f"to reach {row['target_acc1']:.2f}% top-1 ({row['target_rule']}); adapt reached it in "
          f"{row['adapt_reached']}/{row['seeds']} seeds, scratch in {row['scratch_reached']}; "
          f"start top-1 {row['start_acc1']:.2f}%{' (already meets the target)' if row['start_meets_target'] else ''}; "

@@ -162,7 +162,8 @@ def table1_adaptation(runs, curves, bench, tolerance_pp: float = TOLERANCE_PP):
     shown = pd.DataFrame({
         "hardware": s["hardware"], "backbone": s["backbone"], "setting": s["variant"], "method": s["method"],
         "seeds": s["seeds"], "steps": s["steps_mean"].map(lambda v: _fmt(v, "g")),
-        "params (M)": s["params_m_mean"].map(_fmt), "trainable (M)": s["trainable_m_mean"].map(lambda v: _fmt(v, ".3f")),
+        "params (M)": s["params_m_mean"].map(_fmt),
+        "trainable (M)": s["trainable_m_mean"].map(lambda v: _fmt(v, ".3f")),
         "top-1 (%)": [pm(m, d) for m, d in zip(s["acc1_mean"], s["acc1_std"])],
         "95% ± (t)": s["acc1_half"].map(_fmt), "binomial SE": s["acc1_binomial_se"].map(_fmt),
         "start top-1 (%)": s["initial_acc1_mean"].map(_fmt),
@@ -191,7 +192,8 @@ def table1_adaptation(runs, curves, bench, tolerance_pp: float = TOLERANCE_PP):
              "output) at the end of training (start→end).",
              *savings_notes(tolerance_pp),
              f"adapt - scratch top-1: paired by seed, {INTERVAL_RULE}.",
-             *[f"{row['hardware']} / {row['backbone']} / {row['variant']}: {describe(row)}." for _, row in sv.iterrows()],
+             *[f"{row['hardware']} / {row['backbone']} / {row['variant']}: {describe(row)}."
+               for _, row in sv.iterrows()],
              provenance_note(r)]
     return s, shown, notes
 

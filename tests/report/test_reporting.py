@@ -35,7 +35,7 @@ def test_collect_labels_roles_and_reads_logs(collected):
     adapt = runs[(runs["exp"] == "e1") & (runs["method"] == "adapt")].set_index(["variant", "seed"])
     assert adapt.loc[("transfer", 0), "pretrained_run"] == "pretrain/convnext_atto/first_order/src100/seed0"
     assert adapt.loc[("intask", 2), "pretrained_run"] == "e1/convnext_atto/fo_scratch/intask/seed2"
-    assert adapt["cost_s"].tolist() == pytest.approx([6.0] * 6)  # train + eval, start-up and the initial evaluation apart
+    assert adapt["cost_s"].tolist() == pytest.approx([6.0] * 6)  # train + eval; start-up, initial evaluation apart
     assert adapt["quadratic_share.end.median"].tolist() == [0.05] * 6
     assert runs[runs["method"] == "scratch"]["quadratic_share.end.median"].isna().all()
     assert set(curves["event"]) == {"eval", "step"} and len(bench) == 4
