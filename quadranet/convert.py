@@ -152,16 +152,16 @@ def init_quadratic_for_scratch(model: nn.Module) -> nn.Module:
     return model
 
 
-def _term_and_primary(m: nn.Module, x: torch.Tensor):
-    """(higher-order or low-rank term, first-order part) of one layer's output, or None for other layers."""
+def _term_and_primary(m: nn.Module, x: torch.Tensor, out: torch.Tensor):
+    """(higher-order or low-rank term, first-order part) of one layer's output `out` on input `x`."""
     if isinstance(m, QuadraticAdapter):
         return m.quadratic(x), m.primary(x)
     if isinstance(m, LowRankAdapter):
         return m.low_rank(x), m.primary(x)
     if isinstance(m, (QuadraticConv2d, QuadraticLinear)):  # V1: f_a(x) * f_b(x) beside f_c(x)
-        c = m.conv_c if isinstance(m, QuadraticConv2d) else m.fc_c
-        return m(x) - c(x), c(x)
-    return None
+        first = (m.conv_c if isinstance(m, QuadraticConv2d) else m.fc_c)(x)
+        return out - first, first
+    raise TypeError(f"{type(m).__name__} has no added term")
 
 
 @torch.no_grad()
@@ -174,8 +174,8 @@ def quadratic_share(model: nn.Module, batches) -> Optional[dict]:
     """
     sums, hooks = {}, []
 
-    def hook(m, args, _out, name):
-        term, primary = _term_and_primary(m, args[0])
+    def hook(m, args, out, name):
+        term, primary = _term_and_primary(m, args[0], out)
         sums.setdefault(name, torch.zeros(2, dtype=torch.float64))
         sums[name] += torch.stack([term.double().square().sum(), primary.double().square().sum()]).cpu()
 

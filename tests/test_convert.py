@@ -120,3 +120,18 @@ def test_load_first_order_state_dict():
     bad["layer1.0.conv1.weight"] = torch.zeros(64, 64, 5, 5)
     with pytest.raises(ValueError, match=r"'layer1\.0\.conv1\.primary\.weight' has shape \(64, 64, 5, 5\).*\(64, 64, 3, 3\)"):
         quadranet.load_first_order_state_dict(model, bad)
+
+
+def test_quadratic_share_is_zero_at_init_and_counts_every_kind_of_term():
+    from quadranet.convert import init_quadratic_for_scratch, quadratic_share
+
+    x = [torch.randn(4, 3, 32, 32)]
+    model = timm.create_model("test_convnext", num_classes=5)
+    assert quadratic_share(model, x) is None  # nothing added
+    quadranet.quadratize(model, rank=2)
+    assert quadratic_share(model, x) == {"median": 0.0, "max": 0.0, "layers": 9}  # P = 0: exact at init
+    init_quadratic_for_scratch(model)
+    share = quadratic_share(model, x)
+    assert 0 < share["median"] <= share["max"] and model.training  # measured in eval mode, mode restored
+    v1 = timm.create_model("quadranet_v1_test", num_classes=5)
+    assert quadratic_share(v1, x)["layers"] == 9 and quadratic_share(v1, x)["median"] > 0

@@ -68,9 +68,18 @@ def e1_start(name, setting, seed):
     return merge({"model": {"arch": backbone(name)["arch"], "pretrained": fo}}, spec.get("run"))
 
 
+def e1_settings(name):
+    """The E1 settings backbone `name` runs: config e1.family_settings of its sheet family, else all."""
+    chosen = (config["e1"].get("family_settings") or {}).get(backbone(name)["family"], list(config["e1"]["settings"]))
+    unknown = set(chosen) - set(config["e1"]["settings"])
+    if unknown:
+        raise ValueError(f"e1.family_settings names settings {sorted(unknown)} that e1.settings does not define")
+    return chosen
+
+
 def e1():
     for name in e1_backbones():
-        for setting in config["e1"]["settings"]:
+        for setting in e1_settings(name):
             for method in config["e1"]["methods"]:
                 for seed in seeds("e1"):
                     e1_run(name, method, setting, seed)
