@@ -5,6 +5,7 @@
     quadranet figures --collected results/collected --out-dir figures [--arch convnext_atto]
     quadranet claims  --collected results/collected --paper workflow/paper_numbers.yaml --scale default
                       [--competitive-pp 1.0] [--tolerance-pp 1.0] [--band 30 65] --out results/claims.md
+    quadranet reproduce --collected results/collected --reference cpu-2core-amd-epyc-default [--out CSV]
 """
 from __future__ import annotations
 
@@ -50,6 +51,25 @@ def cmd_claims(args) -> None:
         print(f"{r.claim}: {r.verdict}")
 
 
+def cmd_reproduce(args) -> None:
+    """Check this machine's E1 top-1 against a committed reference (within its 95% intervals over seeds)."""
+    from .. import io
+    from .collect import load_collected
+    from .reproduce import RULE, compare
+    from .tables import to_markdown
+
+    table = compare(load_collected(args.collected)[0], args.reference)
+    if table.empty:
+        raise ValueError(f"no E1 row of this machine's runs is also in reference {args.reference!r}")
+    print(to_markdown(table.round(2)), f"\n{RULE}", sep="\n")
+    if args.out:
+        io.write_text(args.out, table.to_csv(index=False))
+    outside = table[table["reproduced"] == False]  # noqa: E712 (None: no interval, not judged)
+    if len(outside):
+        raise ValueError(f"{len(outside)} of {len(table)} rows fall outside the reference's intervals: "
+                         + ", ".join("/".join(map(str, r[:3])) for r in outside.itertuples(index=False)))
+
+
 def add_parser(sub) -> None:
     """Register the reporting subcommands on the `quadranet` CLI's subparsers."""
     p = sub.add_parser("collect", help=cmd_collect.__doc__, description=cmd_collect.__doc__)
@@ -58,6 +78,11 @@ def add_parser(sub) -> None:
     p.add_argument("--reference", help="folder of <hardware>/ subfolders with manifest.tsv, runs/ and bench/")
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=cmd_collect)
+    p = sub.add_parser("reproduce", help=cmd_reproduce.__doc__, description=cmd_reproduce.__doc__)
+    p.add_argument("--collected", required=True, help="folder written by `quadranet collect` (with --reference)")
+    p.add_argument("--reference", required=True, help="name of a results/reference/<hardware>/ folder")
+    p.add_argument("--out", help="CSV file for the comparison (written atomically)")
+    p.set_defaults(func=cmd_reproduce)
     for name, func in (("tables", cmd_tables), ("figures", cmd_figures), ("claims", cmd_claims)):
         p = sub.add_parser(name, help=func.__doc__, description=func.__doc__)
         p.add_argument("--collected", required=True, help="folder written by `quadranet collect`")
