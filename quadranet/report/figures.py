@@ -206,7 +206,7 @@ def fig6_accuracy_vs_cost(runs, curves, bench, **_):
         for row in t.itertuples():
             ax.axhline(row.target_acc1, color="black", lw=0.7, ls=":",
                        label=f"target {row.target_acc1:.1f}%: savings {100 * row.savings_to_target:.0f}%")
-        ax.set_xscale("symlog", linthresh=1.0)
+        ax.set_xlim(left=0)
         ax.set_title(f"{bb} ({setting})")
         ax.set_xlabel("device-seconds (training + evaluation)\nmean ± std over seeds")
         ax.set_ylabel("top-1 accuracy (%)")
