@@ -2,9 +2,11 @@
 
 In the manner of timm's `benchmark.py`: every variant of one base model runs in the same process, on
 the same device, layout and precision (design.md section 4), with warm-up steps, then `steps` timed
-steps on fresh random inputs, timed with CUDA events on a GPU and `perf_counter` on the CPU; we report
-the median step time, its interquartile range and images/s, and the ratio to the first-order model's
-median step time in the same mode. Memory: `peak_mem_mb` is `torch.cuda.max_memory_allocated` over
+steps on fresh random inputs, timed with CUDA events on a GPU and `perf_counter` on the CPU, where the
+variants take turns step by step (`time_steps`); we report the median step time, its interquartile range
+and images/s, the ratio to the first-order model's median step time in the same mode, and `flops_ratio`,
+the variant's FLOPs per image over the first-order model's (counted as `conversion_report` counts them,
+at the bench input size). Memory: `peak_mem_mb` is `torch.cuda.max_memory_allocated` over
 the timed steps (GPU only); `saved_for_backward_mb` is what autograd holds for one train step's
 backward (`quadranet.memory.saved_tensor_bytes`, parameters included), measured on any device.
 
@@ -39,8 +41,8 @@ LAYER_VARIANTS = ("first_order", "adapted", "adapted_memeff")
 MODES = ("train", "infer")
 COLUMNS = ("model", "variant", "mode", "batch", "input_size", "device", "threads", "dtype", "channels_last", "compile",
            "images_per_s", "step_ms", "step_ms_iqr", "peak_mem_mb", "saved_for_backward_mb", "params",
-           "trainable_params", "rank", "ratio_vs_first_order")
-SHOWN = ("model", "variant", "mode", "rank", "images_per_s", "step_ms", "step_ms_iqr", "ratio_vs_first_order",
+           "trainable_params", "rank", "flops", "flops_ratio", "ratio_vs_first_order")
+SHOWN = ("model", "variant", "mode", "rank", "images_per_s", "step_ms", "step_ms_iqr", "flops_ratio", "ratio_vs_first_order",
          "peak_mem_mb", "saved_for_backward_mb", "trainable_params")
 
 
@@ -66,45 +68,55 @@ def _chosen(values: Sequence[str], allowed: Sequence[str], what: str) -> list:
     return list(dict.fromkeys(values))
 
 
-def time_steps(step: Callable, make_inputs: Callable[[], tuple], steps: int, warmup: int,
-               device: torch.device) -> np.ndarray:
-    """Seconds of each of `steps` calls `step(*make_inputs())` after `warmup` untimed ones.
+def time_steps(steps_by_key: dict, make_inputs: Callable[[], tuple], steps: int, warmup: int,
+               device: torch.device) -> dict:
+    """{key: (seconds of each of `steps` calls `step(*make_inputs())` after `warmup` untimed ones, peak memory)}.
 
-    Inputs are made outside the timed region. On a GPU each step sits between two CUDA events, read
-    after one final synchronisation; peak memory statistics are reset after warm-up.
+    Inputs are made outside the timed region. On the CPU the steps run round-robin over the keys, so that load
+    from other processes on a shared machine hits every variant alike (the ratios are what counts); peak memory
+    is NaN there. On a GPU each key runs on its own, each step between two CUDA events read after one final
+    synchronisation, and its peak memory is `torch.cuda.max_memory_allocated` over its timed steps.
     """
-    for _ in range(warmup):
-        step(*make_inputs())
     if device.type != "cuda":
-        out = []
+        times = {k: [] for k in steps_by_key}
+        for i in range(warmup + steps):
+            for key, step in steps_by_key.items():
+                args = make_inputs()
+                t0 = time.perf_counter()
+                step(*args)
+                if i >= warmup:
+                    times[key].append(time.perf_counter() - t0)
+        return {k: (np.array(t), float("nan")) for k, t in times.items()}
+    out = {}
+    for key, step in steps_by_key.items():
+        for _ in range(warmup):
+            step(*make_inputs())
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        events = []
         for _ in range(steps):
             args = make_inputs()
-            t0 = time.perf_counter()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
             step(*args)
-            out.append(time.perf_counter() - t0)
-        return np.array(out)
-    torch.cuda.synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    events = []
-    for _ in range(steps):
-        args = make_inputs()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        step(*args)
-        end.record()
-        events.append((start, end))
-    torch.cuda.synchronize(device)
-    return np.array([s.elapsed_time(e) / 1e3 for s, e in events])
+            end.record()
+            events.append((start, end))
+        torch.cuda.synchronize(device)
+        out[key] = (np.array([s.elapsed_time(e) / 1e3 for s, e in events]),
+                    torch.cuda.max_memory_allocated(device) / 2**20)
+    return out
 
 
-def _measure(net: nn.Module, make_inputs: Callable[[], tuple], loss_fn: Callable, modes: Sequence[str], *,
-             device: torch.device, amp_dtype: Optional[torch.dtype], compile: bool, steps: int, warmup: int,
-             optimizer: Optional[str]) -> list[dict]:
-    """One row per mode: `train` = forward + backward (+ optimizer step unless `optimizer` is None),
+def _step(net: nn.Module, mode: str, loss_fn: Callable, *, device: torch.device, amp_dtype: Optional[torch.dtype],
+          compile: bool, optimizer: Optional[str]) -> Callable:
+    """The step of one mode: `train` = forward + backward (+ optimizer step unless `optimizer` is None),
     `infer` = forward under no_grad. `loss_fn(output, target)` gives the training loss."""
     fwd = torch.compile(net) if compile else net
     trainable = [p for p in net.parameters() if p.requires_grad]
     opt = None
+    if mode == "train" and optimizer is not None:
+        opt = (torch.optim.SGD(trainable, lr=1e-4, momentum=0.9) if optimizer == "sgd"
+               else torch.optim.AdamW(trainable, lr=1e-4))
 
     def autocast():
         return torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
@@ -121,28 +133,38 @@ def _measure(net: nn.Module, make_inputs: Callable[[], tuple], loss_fn: Callable
         with torch.no_grad(), autocast():
             fwd(x)
 
+    return train_step if mode == "train" else infer_step
+
+
+def _measure(nets: dict, make_inputs: Callable[[], tuple], loss_fn: Callable, modes: Sequence[str], *,
+             device: torch.device, amp_dtype: Optional[torch.dtype], compile: bool, steps: int, warmup: int,
+             optimizer: Optional[str]) -> list[dict]:
+    """One row per (variant, mode) of the networks `nets` ({variant: net}), timed together (`time_steps`)."""
     rows = []
     for mode in modes:
-        net.train(mode == "train")
         x, t = make_inputs()
-        saved = 0
-        if mode == "train":  # on the eager model: saved-tensor hooks do not see inside compiled graphs
-            with autocast():
-                saved, loss = saved_tensor_bytes(lambda x=x, t=t: loss_fn(net(x), t))
-            del loss
-            if optimizer is not None:  # made here so that infer rows hold no optimizer state
-                opt = (torch.optim.SGD(trainable, lr=1e-4, momentum=0.9) if optimizer == "sgd"
-                       else torch.optim.AdamW(trainable, lr=1e-4))
-        times = time_steps(train_step if mode == "train" else infer_step, make_inputs, steps, warmup, device)
-        opt = None
-        q1, med, q3 = np.percentile(times, [25, 50, 75])
-        rows.append(dict(
-            mode=mode, batch=x.shape[0], images_per_s=x.shape[0] / med, step_ms=1e3 * med, step_ms_iqr=1e3 * (q3 - q1),
-            peak_mem_mb=torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan"),
-            saved_for_backward_mb=saved / 2**20, params=sum(p.numel() for p in net.parameters()),
-            threads=torch.get_num_threads(),
-            trainable_params=sum(p.numel() for p in trainable),
-        ))
+        saved = {}
+        for variant, net in nets.items():
+            net.train(mode == "train")
+            saved[variant] = 0
+            if mode == "train":  # on the eager model: saved-tensor hooks do not see inside compiled graphs
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    saved[variant], loss = saved_tensor_bytes(lambda net=net: loss_fn(net(x), t))
+                del loss
+                net.zero_grad(set_to_none=True)
+        # made per mode, so that infer rows hold no optimizer state
+        timed = time_steps({v: _step(net, mode, loss_fn, device=device, amp_dtype=amp_dtype, compile=compile,
+                                     optimizer=optimizer) for v, net in nets.items()},
+                           make_inputs, steps, warmup, device)
+        for variant, net in nets.items():
+            times, peak = timed[variant]
+            q1, med, q3 = np.percentile(times, [25, 50, 75])
+            rows.append(dict(
+                variant=variant, mode=mode, batch=x.shape[0], images_per_s=x.shape[0] / med, step_ms=1e3 * med,
+                step_ms_iqr=1e3 * (q3 - q1), peak_mem_mb=peak, saved_for_backward_mb=saved[variant] / 2**20,
+                params=sum(p.numel() for p in net.parameters()), threads=torch.get_num_threads(),
+                trainable_params=sum(p.numel() for p in net.parameters() if p.requires_grad),
+            ))
     return rows
 
 
@@ -177,12 +199,26 @@ def _options(device: str, dtype: str, channels_last: Optional[bool], compile: bo
     return dev, amp, fmt, meta
 
 
+def _flops(net: nn.Module, input_shape: tuple) -> int:
+    """FLOPs of one forward of `net` on one input, counted as `quadranet.convert.conversion_report` counts them."""
+    from .convert import _count_flops
+
+    p = next(net.parameters())
+    was_training = net.training
+    net.eval()
+    try:
+        return _count_flops(net, torch.randn(1, *input_shape, device=p.device))
+    finally:
+        net.train(was_training)
+
+
 def _with_ratios(rows: list[dict]):
     import pandas as pd
 
     df = pd.DataFrame(rows)
-    base = df[df.variant == "first_order"].set_index("mode").step_ms
-    df["ratio_vs_first_order"] = df.step_ms / df["mode"].map(base)
+    base = df[df.variant == "first_order"].set_index("mode")
+    df["ratio_vs_first_order"] = df.step_ms / df["mode"].map(base.step_ms)
+    df["flops_ratio"] = df.flops / df["mode"].map(base.flops)
     return df[[c for c in COLUMNS if c in df] + [c for c in df if c not in COLUMNS]]
 
 
@@ -246,19 +282,20 @@ def benchmark(model: str = "convnext_atto", variants: Sequence[str] = VARIANTS, 
         x = torch.randn(batch, 3, input_size, input_size, device=dev).contiguous(memory_format=fmt)
         return x, torch.randint(num_classes, (batch,), device=dev)
 
-    rows = []
+    nets, ranks = {}, {}
+    for variant in variants:
+        torch.manual_seed(seed)
+        nets[variant], ranks[variant] = build_variant(
+            model, variant, base, num_classes=num_classes, rank=rank, dilation=dilation, kernel_size=kernel_size,
+            targets=targets, v1_size=v1_size, lora_rank=lora_rank)
+        if variant in ("lora", "lora_frozen"):
+            lora_rank = ranks[variant]  # computed once
+        nets[variant].to(dev, memory_format=fmt)
+    flops = {v: _flops(net, (3, input_size, input_size)) for v, net in nets.items()}
     with _setup(dev):
-        for variant in variants:
-            torch.manual_seed(seed)
-            net, r = build_variant(model, variant, base, num_classes=num_classes, rank=rank, dilation=dilation,
-                                   kernel_size=kernel_size, targets=targets, v1_size=v1_size, lora_rank=lora_rank)
-            if variant in ("lora", "lora_frozen"):
-                lora_rank = r  # computed once
-            net.to(dev, memory_format=fmt)
-            for row in _measure(net, make_inputs, F.cross_entropy, modes, device=dev, amp_dtype=amp, compile=compile,
-                                steps=steps, warmup=warmup, optimizer=optimizer):
-                rows.append(dict(model=model, variant=variant, rank=r, **meta, **row))
-            del net
+        rows = _measure(nets, make_inputs, F.cross_entropy, modes, device=dev, amp_dtype=amp, compile=compile,
+                        steps=steps, warmup=warmup, optimizer=optimizer)
+    rows = [dict(model=model, rank=ranks[r["variant"]], flops=flops[r["variant"]], **meta, **r) for r in rows]
     return _with_ratios(rows)
 
 
@@ -289,19 +326,21 @@ def benchmark_layer(channels: int = 96, layer_kernel: int = 7, variants: Sequenc
     def loss_fn(out, grad):
         return (out.float() * grad).sum()
 
-    rows = []
+    nets = {}
+    for variant in variants:
+        net = copy.deepcopy(conv)
+        if variant != "first_order":
+            net = QuadraticAdapter(net, rank=rank, kernel_size=kernel_size, dilation=dilation,
+                                   memory_efficient=variant == "adapted_memeff")
+            nn.init.normal_(net.quad_out.weight, std=0.02)  # as after training: every branch gets a gradient
+        nets[variant] = net.to(dev, memory_format=fmt)
+    flops = {v: _flops(net, (channels, input_size, input_size)) for v, net in nets.items()}
     with _setup(dev):
-        for variant in variants:
-            net = copy.deepcopy(conv)
-            if variant != "first_order":
-                net = QuadraticAdapter(net, rank=rank, kernel_size=kernel_size, dilation=dilation,
-                                       memory_efficient=variant == "adapted_memeff")
-                nn.init.normal_(net.quad_out.weight, std=0.02)  # as after training: every branch gets a gradient
-            net.to(dev, memory_format=fmt)
-            for row in _measure(net, make_inputs, loss_fn, modes, device=dev, amp_dtype=amp, compile=compile,
-                                steps=steps, warmup=warmup, optimizer=None):
-                rows.append(dict(model=f"dwconv{layer_kernel}x{layer_kernel}_c{channels}", variant=variant,
-                                 rank=None if variant == "first_order" else rank, **meta, **row))
+        rows = _measure(nets, make_inputs, loss_fn, modes, device=dev, amp_dtype=amp, compile=compile, steps=steps,
+                        warmup=warmup, optimizer=None)
+    rows = [dict(model=f"dwconv{layer_kernel}x{layer_kernel}_c{channels}",
+                 rank=None if r["variant"] == "first_order" else rank, flops=flops[r["variant"]], **meta, **r)
+            for r in rows]
     return _with_ratios(rows)
 
 
@@ -327,7 +366,8 @@ def run(args) -> None:
                        optimizer=args.opt, **common)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(df[list(SHOWN)].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
-    print("ratio_vs_first_order: median step time / first_order's, same mode, this process; peak_mem_mb: "
+    print("ratio_vs_first_order: median step time / first_order's, same mode, this process; flops_ratio: FLOPs "
+          "per image / first_order's; peak_mem_mb: "
           "torch.cuda.max_memory_allocated (GPU only); saved_for_backward_mb: what autograd keeps for one train "
           "step's backward (parameters included)")
     if args.out:

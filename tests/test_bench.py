@@ -48,6 +48,23 @@ def test_ratios_against_first_order(model_run):
         assert g.ratio_vs_first_order.tolist() == pytest.approx((g.step_ms / base).tolist())
 
 
+def test_flops_ratio_counts_the_added_terms(model_run):
+    _, df = model_run
+    train = df[df["mode"] == "train"].set_index("variant")
+    assert (df[df.variant == "first_order"].flops_ratio == 1.0).all() and (df.flops > 0).all()
+    assert train.flops_ratio["adapted"] == train.flops_ratio["adapted_frozen"] == train.flops_ratio["adapted_memeff"] > 1
+    assert train.flops_ratio["lora"] > 1
+    assert (df.groupby("variant").flops.nunique() == 1).all()  # per image, the same in both modes
+
+
+def test_cpu_variants_take_turns():
+    calls = []
+    timed = bench.time_steps({"a": lambda x: calls.append("a"), "b": lambda x: calls.append("b")},
+                             lambda: (None,), steps=3, warmup=1, device=torch.device("cpu"))
+    assert calls == ["a", "b"] * 4
+    assert {k: len(t) for k, (t, _) in timed.items()} == {"a": 3, "b": 3}
+
+
 def test_trainable_params_and_saved_memory(model_run):
     _, df = model_run
     train = df[df["mode"] == "train"].set_index("variant")

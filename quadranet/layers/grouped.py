@@ -1,10 +1,12 @@
-"""Grouped convolutions as the adapters use them, with faster CPU paths for the depthwise case.
+"""Grouped convolutions as the adapters use them, with faster CPU paths for small feature maps and projections.
 
 The adapters' factor convs have one input channel per group and several outputs per channel (2 x rank
 for the fused quadratic factors, rank for LoRA), and their projections back are grouped 1x1 convs with
-one output per group. oneDNN runs both shapes slowly on the CPU: forward + backward, the factor convs on
-feature maps of up to 4 x 4 take 1.3-2x, the projections 1.3-20x the time of the formulations below
-(batch 8-50, one thread, this suite's 2-core reference machine). On other devices both call `F.conv2d`.
+one output per group. On the CPU: kernel taps that read only padding are dropped (on the 1 x 1 and 2 x 2
+maps of a 32 px ConvNeXt a 3 x 3 dilation-2 factor reads its centre tap alone, and the conv becomes a
+per-channel scale), small maps go through im2col + batched matmul, and the projection is a multiply-and-sum,
+1.3-20x faster there than oneDNN's grouped conv. On other devices, and inside `conv_formulation`, both call
+`F.conv2d`.
 """
 from __future__ import annotations
 
@@ -30,7 +32,8 @@ def conv_formulation():
         _FAST_CPU.pop()
 
 
-def _fast(x: Tensor) -> bool:
+def fast_cpu(x: Tensor) -> bool:
+    """True where the CPU formulations below apply (a CPU tensor, outside `conv_formulation`)."""
     return x.device.type == "cpu" and _FAST_CPU[-1]
 
 
@@ -71,8 +74,9 @@ class DepthwiseUnfoldFn(torch.autograd.Function):
 
     Equal to `F.conv2d`. On the CPU, oneDNN runs such convs with a channel multiplier (the adapter's fused
     factor convs have 2 x rank outputs per channel) slowly on small feature maps: there (<= 4 x 4 outputs)
-    this is 1.3-2x faster, forward + backward; from 8 x 8 on, the conv is faster. Like the conv, it keeps
-    only x and the weight for backward, not the columns.
+    this is 1.0-1.5x faster, forward + backward (re-measured with 2 x 4 factors: 80 channels 11-12 ms vs
+    13-18 ms, batch 64, one thread); from 8 x 8 on, the conv is faster. Like the conv, it keeps only x and the
+    weight for backward, not the columns.
     """
 
     @staticmethod
@@ -110,7 +114,7 @@ def _live(size: int, k: int, s: int, p: int, d: int) -> tuple[int, int, int, int
     """(first, last + 1) of the taps along one axis that read the input at some output, and the (left, right)
     padding (negative: cropping) that keeps the output size once the others are dropped."""
     out = (size + 2 * p - d * (k - 1) - 1) // s + 1
-    live = [i for i in range(k) if any(0 <= o * s + i * d - p < size for o in range(out))]
+    live = [i for i in range(k) if any(0 <= o * s + i * d - p < size for o in range(out))] or [0, k - 1]
     first, last = live[0], live[-1]
     left = p - first * d
     return first, last + 1, left, (out - 1) * s + d * (last - first) + 1 - size - left
@@ -126,35 +130,51 @@ def _trim(x: Tensor, kernel_size: tuple, geom: ConvGeometry):
         _live(size, k, s, p, d) for size, k, s, p, d in zip(x.shape[-2:], kernel_size, geom.stride, pad, geom.dilation))
     if (h1 - h0, w1 - w0) == tuple(kernel_size):
         return None
-    return F.pad(x, (left, right, top, bottom)), slice(h0, h1), slice(w0, w1)
+    if max(left, right, top, bottom) <= 0:  # a crop: a view, not a copy
+        x = x[..., -top:x.shape[-2] + bottom, -left:x.shape[-1] + right]
+    else:
+        x = F.pad(x, (left, right, top, bottom))
+    return x, slice(h0, h1), slice(w0, w1)
 
 
 def one_tap(x: Tensor, kernel_size: tuple, geom: ConvGeometry) -> Optional[tuple[Tensor, tuple[int, int]]]:
     """(x on the output grid, (row, column) of the tap) where a conv of this geometry reads a single tap of its
     kernel at every output (CPU only), else None. Then a conv with one input channel per group is elementwise."""
-    trim = _trim(x, kernel_size, geom) if _fast(x) else None
+    trim = _trim(x, kernel_size, geom) if fast_cpu(x) else None
     if trim is None or (trim[1].stop - trim[1].start, trim[2].stop - trim[2].start) != (1, 1):
         return None
     xp, rows, cols = trim
     return xp[..., ::geom.stride[0], ::geom.stride[1]], (rows.start, cols.start)
 
 
+SMALL_MAP = 16  # output pixels up to which DepthwiseUnfoldFn beats oneDNN (measured: 4 x 4 yes, 8 x 8 no)
+
+
 def grouped_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], geom: ConvGeometry) -> Tensor:
-    """`F.conv2d` with the geometry `geom`; on the CPU, without the kernel taps that read only padding."""
-    trim = _trim(x, weight.shape[-2:], geom) if _fast(x) else None
-    if trim is None:
+    """`F.conv2d` with the geometry `geom`. On the CPU, without the kernel taps that read only padding, and for
+    one input channel per group: an elementwise product where one tap is left, `DepthwiseUnfoldFn` on small maps."""
+    if not fast_cpu(x):
         return F.conv2d(x, weight, bias, geom.stride, geom.padding, geom.dilation, geom.groups)
-    xp, rows, cols = trim
-    w = weight[..., rows, cols]
-    if w.shape[1:] == (1, 1, 1) and geom.groups == x.shape[1]:  # one tap, one input channel per group
-        y = (xp[..., ::geom.stride[0], ::geom.stride[1]].unsqueeze(2) * w.view(geom.groups, -1, 1, 1)).flatten(1, 2)
-        return y if bias is None else y + bias.view(1, -1, 1, 1)
-    return F.conv2d(xp, w, bias, geom.stride, 0, geom.dilation, geom.groups)
+    trim = _trim(x, weight.shape[-2:], geom)
+    if trim is not None:
+        x, rows, cols = trim
+        weight, geom = weight[..., rows, cols].contiguous(), geom._replace(padding=(0, 0))
+    if weight.shape[1] == 1 and geom.groups == x.shape[1] > 1:
+        if geom.stride != (1, 1):  # oneDNN's strided channels-last kernel for these is 2-20x slower than NCHW
+            x = x.contiguous()
+        if trim is not None and weight.shape[-2:] == (1, 1):
+            y = (x[..., ::geom.stride[0], ::geom.stride[1]].unsqueeze(2) * weight.view(geom.groups, -1, 1, 1)).flatten(1, 2)
+            return y if bias is None else y + bias.view(1, -1, 1, 1)
+        pad = numeric_padding(geom, weight.shape[-2:])
+        if math.prod(_out_size(x, weight.shape[-2:], pad, geom)) <= SMALL_MAP:
+            y = DepthwiseUnfoldFn.apply(x, weight, geom)
+            return y if bias is None else y + bias.view(1, -1, 1, 1)
+    return F.conv2d(x, weight, bias, geom.stride, geom.padding, geom.dilation, geom.groups)
 
 
 def grouped_pointwise(q: Tensor, weight: Tensor, groups: int) -> Tensor:
     """The 1x1 grouped conv that projects the factors back (the adapter's P); on the CPU, where each group has
     one output (depthwise primaries), a multiply-and-sum, which is 1.3-20x faster there than oneDNN's conv."""
-    if _fast(q) and weight.shape[0] == groups:
+    if fast_cpu(q) and weight.shape[0] == groups:
         return (q.unflatten(1, (groups, -1)) * weight.view(1, groups, -1, 1, 1)).sum(2)
     return F.conv2d(q, weight, None, 1, 0, 1, groups)

@@ -21,12 +21,13 @@ import copy
 from typing import Optional, Union
 
 import torch
+import torch.nn.functional as F
 from timm.layers import Conv2dSame
 from timm.layers.padding import pad_same
 from torch import Tensor, nn
 
 from .adapter import _pair, atrous_padding, is_supported
-from .grouped import ConvGeometry, grouped_conv, grouped_pointwise, one_tap
+from .grouped import ConvGeometry, fast_cpu, grouped_conv, grouped_pointwise, one_tap
 
 
 class LowRankAdapter(nn.Module):
@@ -91,13 +92,25 @@ class LowRankAdapter(nn.Module):
         return grouped_pointwise(h, b.weight, b.groups)
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.primary(x)
         if not self.enabled:
-            return y
+            return self.primary(x)
+        if self.mergeable and fast_cpu(x):  # one layer with weight W + B A: B A costs a weight-sized product
+            return self._merged_forward(x)
+        y = self.primary(x)
         d = self.low_rank(x)
         if d.shape != y.shape:
             raise RuntimeError(f"low-rank term has shape {tuple(d.shape)} but the primary output {tuple(y.shape)}")
         return y + d
+
+    def _merged_forward(self, x: Tensor) -> Tensor:
+        p = self.primary
+        weight = p.weight + self.delta_weight()
+        if isinstance(p, nn.Linear):
+            return F.linear(x, weight, p.bias)
+        if self.tf_same:
+            return F.conv2d(pad_same(x, p.kernel_size, p.stride, p.dilation), weight, p.bias, p.stride, 0, p.dilation,
+                            p.groups)
+        return p._conv_forward(x, weight, p.bias)
 
     @property
     def mergeable(self) -> bool:

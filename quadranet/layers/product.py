@@ -50,8 +50,7 @@ def split(y: Tensor, groups: int, geom: Optional[ConvGeometry]) -> tuple[Tensor,
     """The two branch outputs inside a fused output, as views of shape (N, groups, r, ...) or (..., r)."""
     if geom is None:
         return y.chunk(2, dim=-1)
-    v = y.unflatten(1, (groups, 2, -1))
-    return v[:, :, 0], v[:, :, 1]
+    return y.unflatten(1, (groups, 2, -1)).unbind(2)  # backward stacks the two gradients: no zero-filled buffers
 
 
 def _groups(geom: Optional[ConvGeometry]) -> int:
