@@ -104,7 +104,8 @@ class LowRankAdapter(nn.Module):
 
     def _merged_forward(self, x: Tensor) -> Tensor:
         p = self.primary
-        weight = p.weight + self.delta_weight()
+        # with the primary weight's strides, by which oneDNN picks its kernel (see `strided_like`)
+        weight = torch.empty_like(p.weight).copy_(p.weight + self.delta_weight())
         if isinstance(p, nn.Linear):
             return F.linear(x, weight, p.bias)
         if self.tf_same:

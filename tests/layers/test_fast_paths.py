@@ -124,3 +124,15 @@ def test_gpu_matches_the_cpu(cls, size):
         outs.append([t.cpu() for t in (y, *grads)])
     for got, want in zip(*outs):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("size", [(3, 2), (6, 6)])
+@pytest.mark.parametrize("name", ["depthwise7", "depthwise3_strided", "tf_same_strided"])
+def test_channels_last_inputs(name, size):
+    """Channels-last inputs restride the factor weights (oneDNN picks its kernel by them): same values."""
+    for adapter in (QuadraticAdapter(LAYERS[name](), rank=3), LowRankAdapter(LAYERS[name](), rank=2)):
+        adapter = adapter.double().to(memory_format=torch.channels_last)
+        nn.init.normal_(adapter.quad_out.weight if isinstance(adapter, QuadraticAdapter) else adapter.lora_b.weight)
+        x = _adapter_inputs(adapter.primary, size).detach().contiguous(memory_format=torch.channels_last)
+        x.requires_grad_()
+        _assert_same(lambda: adapter(x), lambda: adapter(x), (x, *adapter.parameters()))
