@@ -27,7 +27,7 @@ from timm.layers.padding import pad_same
 from torch import Tensor, nn
 
 from .adapter import _pair, atrous_padding, is_supported
-from .grouped import ConvGeometry, fast_cpu, grouped_conv, grouped_pointwise, one_tap
+from .grouped import ConvGeometry, fast_cpu, grouped_conv, grouped_pointwise
 
 
 class LowRankAdapter(nn.Module):
@@ -81,14 +81,7 @@ class LowRankAdapter(nn.Module):
         a, b = self.lora_a, self.lora_b
         if isinstance(a, nn.Linear):
             return b(a(x))
-        geom = ConvGeometry(a.stride, a.padding, a.dilation, a.groups)
-        if a.groups == a.in_channels == b.out_channels:  # depthwise: one tap read is a per-channel scale
-            tap = one_tap(x, self.kernel_size, geom)
-            if tap is not None:
-                xs, (i, j) = tap
-                return xs * (b.weight.view(b.groups, -1) * a.weight[:, 0, i, j].view(b.groups, -1)).sum(1).view(
-                    1, -1, 1, 1)
-        h = grouped_conv(x, a.weight, None, geom)
+        h = grouped_conv(x, a.weight, None, ConvGeometry(a.stride, a.padding, a.dilation, a.groups))
         return grouped_pointwise(h, b.weight, b.groups)
 
     def forward(self, x: Tensor) -> Tensor:
