@@ -42,8 +42,8 @@ MODES = ("train", "infer")
 COLUMNS = ("model", "variant", "mode", "batch", "input_size", "device", "threads", "dtype", "channels_last", "compile",
            "images_per_s", "step_ms", "step_ms_iqr", "peak_mem_mb", "saved_for_backward_mb", "params",
            "trainable_params", "rank", "flops", "flops_ratio", "ratio_vs_first_order")
-SHOWN = ("model", "variant", "mode", "rank", "images_per_s", "step_ms", "step_ms_iqr", "flops_ratio", "ratio_vs_first_order",
-         "peak_mem_mb", "saved_for_backward_mb", "trainable_params")
+SHOWN = ("model", "variant", "mode", "rank", "images_per_s", "step_ms", "step_ms_iqr", "flops_ratio",
+         "ratio_vs_first_order", "peak_mem_mb", "saved_for_backward_mb", "trainable_params")
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -52,7 +52,8 @@ def test_flops_ratio_counts_the_added_terms(model_run):
     _, df = model_run
     train = df[df["mode"] == "train"].set_index("variant")
     assert (df[df.variant == "first_order"].flops_ratio == 1.0).all() and (df.flops > 0).all()
-    assert train.flops_ratio["adapted"] == train.flops_ratio["adapted_frozen"] == train.flops_ratio["adapted_memeff"] > 1
+    quad = train.flops_ratio[["adapted", "adapted_frozen", "adapted_memeff"]]
+    assert quad.nunique() == 1 and quad.iloc[0] > 1
     assert train.flops_ratio["lora"] > 1
     assert (df.groupby("variant").flops.nunique() == 1).all()  # per image, the same in both modes
 

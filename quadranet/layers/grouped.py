@@ -172,7 +172,8 @@ def grouped_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], geom: ConvGe
         elif x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
             weight = strided_like(weight, torch.channels_last)
         if trim is not None and weight.shape[-2:] == (1, 1):
-            y = (x[..., ::geom.stride[0], ::geom.stride[1]].unsqueeze(2) * weight.view(geom.groups, -1, 1, 1)).flatten(1, 2)
+            xs = x[..., ::geom.stride[0], ::geom.stride[1]]
+            y = (xs.unsqueeze(2) * weight.view(geom.groups, -1, 1, 1)).flatten(1, 2)
             return y if bias is None else y + bias.view(1, -1, 1, 1)
         pad = numeric_padding(geom, weight.shape[-2:])
         if math.prod(_out_size(x, weight.shape[-2:], pad, geom)) <= SMALL_MAP:
