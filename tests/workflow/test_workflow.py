@@ -158,7 +158,7 @@ def test_schema_rejects_a_bad_config(tmp_path, edit, message):
     (lambda c: c.update(unknown_section=1), "Additional properties are not allowed"),  # the schema, wired in
     (lambda c: c["run"]["train"].update(lr=-1.0), "train.lr=-1.0 must be > 0"),  # quadranet's own check
     (lambda c: c["e1"].update(backbones=["resnet_missing"]), "is not a row of"),
-    (lambda c: c["e1"].update(family_run={"ResNet": {}}), "e1.family_run names families ['ResNet']"),
+    (lambda c: c["e1"].update(family_run={"Swin": {}}), "e1.family_run names families ['Swin']"),
 ])
 def test_workflow_refuses_a_bad_config(tmp_path, edit, message):
     out = snakemake(tmp_path, "-n", "--configfile", str(bad_config(tmp_path, edit)))
@@ -169,7 +169,9 @@ def test_workflow_refuses_a_bad_config(tmp_path, edit, message):
 def test_e1_family_run_changes_the_runs_of_that_family_only(tmp_path):
     sheet = (REPO / "workflow" / "backbones.tsv").read_text()
     lite0 = next(row for row in sheet.splitlines() if row.startswith("efficientnet_lite0\t"))
-    (tmp_path / "sheet.tsv").write_text(sheet.replace(lite0, lite0 + ",smoke"))  # Lite0 joins the smoke E1
+    cells = lite0.split("\t")
+    cells[8] += ",smoke"  # e1_scales: Lite0 joins the smoke E1
+    (tmp_path / "sheet.tsv").write_text(sheet.replace(lite0, "\t".join(cells)))
     config = bad_config(tmp_path, lambda c: (c.update(sheet=str(tmp_path / "sheet.tsv")), c["e1"].update(
         family_run={"EfficientNet-Lite": {"data": {"batch_size": 7}}})))
     runs = [f"results/configs/e1/{bb}/adapt/transfer/seed0.yaml" for bb in ("efficientnet_lite0", "test_convnext")]
