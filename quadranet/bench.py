@@ -1,7 +1,7 @@
 """`quadranet bench`: train-step and inference speed of a first-order model and its quadratic variants.
 
 In the manner of timm's `benchmark.py`: every variant of one base model runs in the same process, on
-the same device, layout and precision (design.md section 4), with warm-up steps, then `steps` timed
+the same device, layout and precision (docs/paper.md, measurement rules), with warm-up steps, then `steps` timed
 steps on fresh random inputs, timed with CUDA events on a GPU and `perf_counter` on the CPU, where the
 variants take turns step by step (`time_steps`); we report the median step time, its interquartile range
 and images/s, the ratio to the first-order model's median step time in the same mode, and `flops_ratio`,
