@@ -158,7 +158,8 @@ def test_schema_rejects_a_bad_config(tmp_path, edit, message):
     (lambda c: c.update(unknown_section=1), "Additional properties are not allowed"),  # the schema, wired in
     (lambda c: c["run"]["train"].update(lr=-1.0), "train.lr=-1.0 must be > 0"),  # quadranet's own check
     (lambda c: c["e1"].update(backbones=["resnet_missing"]), "is not a row of"),
-    (lambda c: c["e1"].update(family_run={"Swin": {}}), "e1.family_run names families ['Swin']"),
+    (lambda c: c["e1"].update(families={"Swin": {}}), "e1.families names families ['Swin']"),
+    (lambda c: c["e1"].update(families={"ConvNeXt": {"methods": ["dream"]}}), "names ['dream'], not in e1.methods"),
 ])
 def test_workflow_refuses_a_bad_config(tmp_path, edit, message):
     out = snakemake(tmp_path, "-n", "--configfile", str(bad_config(tmp_path, edit)))
@@ -166,14 +167,14 @@ def test_workflow_refuses_a_bad_config(tmp_path, edit, message):
     assert message in out.stdout + out.stderr
 
 
-def test_e1_family_run_changes_the_runs_of_that_family_only(tmp_path):
+def test_e1_families_run_keys_change_the_runs_of_that_family_only(tmp_path):
     sheet = (REPO / "workflow" / "backbones.tsv").read_text()
     lite0 = next(row for row in sheet.splitlines() if row.startswith("efficientnet_lite0\t"))
     cells = lite0.split("\t")
     cells[8] += ",smoke"  # e1_scales: Lite0 joins the smoke E1
     (tmp_path / "sheet.tsv").write_text(sheet.replace(lite0, "\t".join(cells)))
     config = bad_config(tmp_path, lambda c: (c.update(sheet=str(tmp_path / "sheet.tsv")), c["e1"].update(
-        family_run={"EfficientNet-Lite": {"data": {"batch_size": 7}}})))
+        families={"EfficientNet-Lite": {"run": {"data": {"batch_size": 7}}}})))
     runs = [f"results/configs/e1/{bb}/adapt/transfer/seed0.yaml" for bb in ("efficientnet_lite0", "test_convnext")]
     out = snakemake(tmp_path, "--cores", "1", *runs, "--configfile", str(config))
     assert out.returncode == 0, out.stderr[-3000:]

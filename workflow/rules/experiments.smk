@@ -31,14 +31,20 @@ def e1_backbones():
     return names
 
 
-def family_run(name):
-    """config e1.family_run of the sheet family of backbone `name`: run keys for its E1 runs ({} when unset)."""
-    families = config["e1"].get("family_run") or {}
+def family(name):
+    """config e1.families of the sheet family of backbone `name`: what its E1 runs do differently ({} when unset):
+    `settings`, `methods`, `seeds` (subsets of E1's) and `run` (keys merged last into its runs)."""
+    families = config["e1"].get("families") or {}
     unknown = set(families) - set(SHEET["family"])
     if unknown:
-        raise ValueError(f"e1.family_run names families {sorted(unknown)} that no row of {config['sheet']} has; "
+        raise ValueError(f"e1.families names families {sorted(unknown)} that no row of {config['sheet']} has; "
                          f"families: {sorted(set(SHEET['family']))}")
-    return families.get(backbone(name)["family"], {})
+    chosen = families.get(backbone(name)["family"], {})
+    for key, allowed in (("settings", config["e1"]["settings"]), ("methods", config["e1"]["methods"])):
+        extra = set(chosen.get(key, [])) - set(allowed)
+        if extra:
+            raise ValueError(f"e1.families.{backbone(name)['family']}.{key} names {sorted(extra)}, not in e1.{key}")
+    return chosen
 
 
 def e1_run(name, method, setting, seed):
@@ -54,7 +60,7 @@ def e1_run(name, method, setting, seed):
     if keys is None:
         return None
     start = {"model": {"arch": backbone(name)["arch"]}} if from_random_init(method) else e1_start(name, setting, seed)
-    return add_run("e1", name, method, setting, seed, config["target"], start, keys, family_run(name))
+    return add_run("e1", name, method, setting, seed, config["target"], start, keys, family(name).get("run"))
 
 
 def e1_start(name, setting, seed):
@@ -68,20 +74,12 @@ def e1_start(name, setting, seed):
     return merge({"model": {"arch": backbone(name)["arch"], "pretrained": fo}}, spec.get("run"))
 
 
-def e1_settings(name):
-    """The E1 settings backbone `name` runs: config e1.family_settings of its sheet family, else all."""
-    chosen = (config["e1"].get("family_settings") or {}).get(backbone(name)["family"], list(config["e1"]["settings"]))
-    unknown = set(chosen) - set(config["e1"]["settings"])
-    if unknown:
-        raise ValueError(f"e1.family_settings names settings {sorted(unknown)} that e1.settings does not define")
-    return chosen
-
-
 def e1():
     for name in e1_backbones():
-        for setting in e1_settings(name):
-            for method in config["e1"]["methods"]:
-                for seed in seeds("e1"):
+        fam = family(name)
+        for setting in fam.get("settings", list(config["e1"]["settings"])):
+            for method in fam.get("methods", config["e1"]["methods"]):
+                for seed in fam.get("seeds", seeds("e1")):
                     e1_run(name, method, setting, seed)
 
 
