@@ -190,7 +190,8 @@ def fig6_accuracy_vs_cost(runs, curves, bench, **_):
     bbs = list(dict.fromkeys(zip(r["backbone"], r["variant"]))) if len(r) else []
     n = max(len(bbs), 1)
     cols = min(n, 3)
-    fig, axes = plt.subplots(math.ceil(n / cols), cols, figsize=(4 * cols, 3.4 * math.ceil(n / cols)), squeeze=False)
+    # each panel's legend goes below it (one line per method and hardware would hide the curves)
+    fig, axes = plt.subplots(math.ceil(n / cols), cols, figsize=(4.5 * cols, 6.5 * math.ceil(n / cols)), squeeze=False)
     if not bbs:
         _empty(axes[0, 0], "E1 not run at this scale")
         return fig
@@ -211,7 +212,7 @@ def fig6_accuracy_vs_cost(runs, curves, bench, **_):
         ax.set_xlabel("device-seconds (training + evaluation)\nmean ± std over seeds")
         ax.set_ylabel("top-1 accuracy (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.25))
     for ax in list(axes.flat)[len(bbs):]:
         ax.axis("off")
     return fig
