@@ -18,6 +18,7 @@ from timm.layers import Conv2dSame
 from timm.layers.padding import pad_same
 from torch import Tensor, nn
 
+from .fused import depthwise_quadratic
 from .grouped import ConvGeometry, grouped_pointwise, one_tap
 from .product import check_kernel, quadratic_product
 
@@ -130,6 +131,10 @@ class QuadraticAdapter(nn.Module):
         """The quadratic term alone, P(k(A x, B x))."""
         if self.tf_same:
             x = pad_same(x, self.kernel_size, self.quad_a.stride, self.dilation)
+        if isinstance(self.quad_a, nn.Conv2d):  # a depthwise term on the CPU: one fused kernel (layers/fused.py)
+            q = depthwise_quadratic(x, self.quad_a.weight, self.quad_b.weight, self.quad_out.weight, self._geometry())
+            if q is not None:
+                return q
         tap = self._one_tap(x)
         if tap is not None:  # per channel, P(A x * B x) = x^2 * sum_r P_r A_r B_r: one elementwise op
             xs, (i, j) = tap

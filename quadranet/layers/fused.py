@@ -1,0 +1,140 @@
+"""The adapter's quadratic term on a depthwise layer as one fused CPU kernel (`csrc/depthwise_quadratic.cpp`).
+
+On a depthwise primary, P(A x * B x) has one input and one output channel per group, and the factor convs
+have 2 x rank outputs per channel: a channel multiplier for which oneDNN has no fast CPU kernel (the factor
+work ran 5-7x slower per FLOP than the first-order network's). The kernel computes the term in one pass over
+channels-last memory and recomputes the factors in backward, so it never stores the 2 x rank factor maps.
+
+It is compiled once per machine on first use (torch's C++ extension builder, cached under
+`TORCH_EXTENSIONS_DIR` or ~/.cache/torch_extensions); where it cannot be built (no C++ compiler) the adapter
+falls back to the grouped-conv formulation, with one warning. `QUADRANET_FUSED=0` turns it off.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shutil
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .grouped import ConvGeometry, fast_cpu, numeric_padding
+
+SOURCE = Path(__file__).with_name("csrc") / "depthwise_quadratic.cpp"
+
+
+def _isa_flags() -> list[str]:
+    """AVX2/FMA where this CPU has them; named in the build so a shared cache never serves another CPU's build."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return []
+    return ["-mavx2", "-mfma"] if platform.machine() == "x86_64" and {"avx2", "fma"} <= set(flags) else []
+
+
+_BUILT: dict = {}  # "ops": what `_build` returned (a plain dict, which torch.compile reads without tracing a build)
+
+
+def ops():
+    """torch.ops.quadranet_cpu once the kernel is built and loaded, or None (with one warning saying why)."""
+    if "ops" not in _BUILT:
+        _BUILT["ops"] = _build()
+    return _BUILT["ops"]
+
+
+def _build():
+    if os.environ.get("QUADRANET_FUSED", "1") == "0":
+        return None
+    try:
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "no CUDA runtime" on CPU hosts
+        from torch.utils import cpp_extension
+
+        if shutil.which("ninja") is None:  # the pip package's binary, where the venv's bin is not on PATH
+            import ninja
+
+            os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+        isa = _isa_flags()
+        cpp_extension.load(
+            name="quadranet_dwq" + ("_avx2" if isa else ""),
+            sources=[str(SOURCE)],
+            extra_cflags=["-O3", "-fopenmp", *isa],
+            extra_ldflags=["-fopenmp"],
+            is_python_module=False,
+            verbose=False,
+        )
+        _register_fakes()
+        return torch.ops.quadranet_cpu
+    except Exception as err:  # no compiler, no ninja, a read-only cache: the grouped-conv path still works
+        warnings.warn(f"quadranet: the fused CPU quadratic kernel could not be built ({type(err).__name__}: "
+                      f"{str(err).strip().splitlines()[-1] if str(err).strip() else ''}); using the grouped-conv "
+                      f"formulation, which is slower on the CPU", RuntimeWarning, stacklevel=2)
+        return None
+
+
+def _register_fakes() -> None:
+    """Shape functions, so that torch.compile traces through the kernel instead of failing on it."""
+    def out_size(size, k, s, p, d):
+        return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+    @torch.library.register_fake("quadranet_cpu::dwq_forward")
+    def _(x, wa, wb, p, kernel, stride, padding, dilation):
+        n, c, h, w = x.shape
+        ho, wo = (out_size(*args) for args in zip((h, w), kernel, stride, padding, dilation))
+        return x.new_empty((n, c, ho, wo)).contiguous(memory_format=torch.channels_last)
+
+    @torch.library.register_fake("quadranet_cpu::dwq_backward")
+    def _(grad, x, wa, wb, p, kernel, stride, padding, dilation, need_x):
+        return [torch.empty_like(x) if need_x else x.new_empty((0,)), torch.empty_like(wa), torch.empty_like(wb),
+                torch.empty_like(p)]
+
+
+class DepthwiseQuadraticFn(torch.autograd.Function):
+    """sum_r P_r (A_r * x)(B_r * x) per channel; weights packed as A, B (taps, rank, C) and P (rank, C)."""
+
+    @staticmethod
+    def forward(ctx, x, wa, wb, p, kernel, stride, padding, dilation):
+        x = x.contiguous(memory_format=torch.channels_last)
+        ctx.save_for_backward(x, wa, wb, p)
+        ctx.geometry = (kernel, stride, padding, dilation)
+        return torch.ops.quadranet_cpu.dwq_forward(x, wa, wb, p, *ctx.geometry)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, wa, wb, p = ctx.saved_tensors
+        grad = grad.contiguous(memory_format=torch.channels_last)
+        gx, ga, gb, gp = torch.ops.quadranet_cpu.dwq_backward(grad, x, wa, wb, p, *ctx.geometry,
+                                                              ctx.needs_input_grad[0])
+        return (gx if ctx.needs_input_grad[0] else None), ga, gb, gp, None, None, None, None
+
+
+def applies(x: Tensor, weight_a: Tensor, weight_p: Tensor, geom: ConvGeometry) -> bool:
+    """True where the fused kernel computes the term: a depthwise term (one input and one output channel per
+    group) on a float32/float64 CPU tensor outside autocast and `conv_formulation`, with the kernel built."""
+    return (fast_cpu(x) and x.dim() == 4 and x.dtype in (torch.float32, torch.float64)
+            and not torch.is_autocast_enabled("cpu") and weight_a.shape[1] == 1
+            and geom.groups == x.shape[1] == weight_p.shape[0] and weight_p.shape[1] * geom.groups == weight_a.shape[0]
+            and ops() is not None)
+
+
+def depthwise_quadratic(x: Tensor, weight_a: Tensor, weight_b: Tensor, weight_p: Tensor,
+                        geom: ConvGeometry) -> Optional[Tensor]:
+    """P(A x * B x) for a depthwise term through the fused kernel, in x's memory format; None where it does not apply.
+
+    weight_a, weight_b: (C * rank, 1, kh, kw) factor convs, grouped per channel; weight_p: (C, rank, 1, 1)."""
+    if not applies(x, weight_a, weight_p, geom):
+        return None
+    c, rank = weight_p.shape[:2]
+    kernel = tuple(weight_a.shape[-2:])
+
+    def packed(w: Tensor) -> Tensor:  # (C * rank, 1, kh, kw) -> (kh * kw, rank, C)
+        return w.reshape(c, rank, -1).permute(2, 1, 0).contiguous()
+
+    out = DepthwiseQuadraticFn.apply(x, packed(weight_a), packed(weight_b), weight_p.reshape(c, rank).t().contiguous(),
+                                     list(kernel), list(geom.stride), list(numeric_padding(geom, kernel)),
+                                     list(geom.dilation))
+    return out if x.is_contiguous(memory_format=torch.channels_last) else out.contiguous()
