@@ -11,6 +11,7 @@ falls back to the grouped-conv formulation, with one warning. `QUADRANET_FUSED=0
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import platform
@@ -59,7 +60,8 @@ def _build():
             os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
         isa = _isa_flags()
         cpp_extension.load(
-            name="quadranet_dwq" + ("_avx2" if isa else ""),
+            # named by source and ISA: builds of other versions or CPUs in a shared cache never collide
+            name=f"quadranet_dwq_{hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]}" + ("_avx2" if isa else ""),
             sources=[str(SOURCE)],
             extra_cflags=["-O3", "-fopenmp", *isa],
             extra_ldflags=["-fopenmp"],

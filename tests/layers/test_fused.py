@@ -20,6 +20,8 @@ GEOMETRIES = [
     (5, 2, 3, 2, 2, 2, 9, 7),  # strided
     (6, 3, 5, 2, 2, 1, 7, 8),  # EfficientNet's 5 x 5 strided layers
     (4, 5, 7, 1, 3, 1, 6, 6),
+    (24, 5, 7, 1, 3, 1, 6, 6),  # register-blocked channels (ranks 1-8)
+    (16, 9, 3, 1, 2, 2, 4, 4),  # rank above 8: the generic path everywhere
     (4, 2, 3, 1, "same", 2, 5, 5),
     (4, 2, 3, 1, "valid", 1, 5, 4),
 ]
