@@ -93,7 +93,8 @@ def test_paper_dry_run_lists_every_imagenet_and_coco_job(tmp_path):
     assert sum(r.startswith("e3/") for r in runs) == len(cfg["e3"]["strength"]) * len(cfg["e3"]["methods"])
     # the ImageNet runs read the fixture tree, the COCO runs its annotation files
     configs = " ".join(out.stdout.split())
-    assert "torchrun --standalone --nproc_per_node=8" in configs and "detect train" in configs
+    # torchrun, or `python -m torch.distributed.run` where torchrun is not on PATH
+    assert "--standalone --nproc_per_node=8" in configs and "detect train" in configs
 
 
 def test_missing_data_or_weights_stop_before_any_job(tmp_path):
@@ -184,6 +185,18 @@ def test_e1_families_run_keys_change_the_runs_of_that_family_only(tmp_path):
     assert lite["train"] == atto["train"]
 
 
+def test_unknown_architecture_row_stops_the_dry_run_naming_the_row(tmp_path):
+    sheet = (REPO / "workflow" / "backbones.tsv").read_text()
+    row = "\t".join(["resnet_new", "ResNet", "9x", "5.0", "resnet9x_nope", "workflow", "by this workflow", "160",
+                     "smoke", ""])
+    (tmp_path / "sheet.tsv").write_text(sheet.rstrip("\n") + "\n" + row + "\n")
+    out = snakemake(tmp_path, "-n", "--configfile",
+                    str(bad_config(tmp_path, lambda c: c.update(sheet=str(tmp_path / "sheet.tsv")))))
+    assert out.returncode != 0
+    assert "row 'resnet_new': arch 'resnet9x_nope' is not a timm model" in out.stdout + out.stderr
+    assert not (tmp_path / "results").exists()
+
+
 def test_schema_rejects_a_bad_backbone_sheet(tmp_path):
     sheet = (REPO / "workflow" / "backbones.tsv").read_text().replace("\toffline\t", "\tfrom-the-web\t", 1)
     (tmp_path / "sheet.tsv").write_text(sheet)
@@ -216,21 +229,83 @@ def test_smoke_run_end_to_end(tmp_path):
     assert (tmp_path / "results" / "report.html").stat().st_size > 10_000
 
 
-@pytest.mark.slow
-def test_interrupted_workflow_resumes_the_training_job(tmp_path):
-    """Ctrl-C (SIGINT to the whole process group) while a training job runs, after its first checkpoint:
-    the rerun resumes that run from the checkpoint and completes it."""
+def long_scratch_run(tmp_path):
+    """The smoke config cut to one training run long enough to be killed mid-run (a smoke epoch takes a fraction
+    of a second), checkpointed every step and evaluated once; returns its config file and run folder."""
     cfg = yaml.safe_load((CONFIGS / "smoke.yaml").read_text())
     cfg["e1"].update(methods=["scratch"])
     for exp in ("e2", "e3", "e4", "e5"):
         cfg[exp]["enabled"] = False
-    # enough steps that Ctrl-C lands mid-run (a smoke epoch takes a fraction of a second), evaluated once
     cfg["methods"]["scratch"]["train"].update(epochs=40, eval_every=40)
     cfg["run"]["train"]["checkpoint_every"] = 1
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    run = tmp_path / "results" / "runs" / "e1" / "test_convnext" / "scratch" / "intask" / "seed0"
+    return tmp_path / "c.yaml", tmp_path / "results" / "runs" / "e1" / "test_convnext" / "scratch" / "intask" / "seed0"
+
+
+def group_alive(pgid) -> bool:
+    """Whether a live (not zombie) process of process group `pgid` remains."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process groups from /proc (Linux)")
+def test_kill_9_then_unlock_and_the_same_command_ends_as_an_uninterrupted_run(tmp_path):
+    """kill -9 of snakemake mid-training leaves its lock and its training job (an orphan, killed here too, as a
+    preempted node would). `--unlock`, then the same command: no --rerun-incomplete needed (the default
+    workflow profile sets it), the run resumes from its checkpoint and ends as an uninterrupted run ends."""
+    config, run = long_scratch_run(tmp_path)
     cmd = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--cores", "1",
-           str((run / "metrics.json").relative_to(tmp_path)), "--configfile", str(tmp_path / "c.yaml")]
+           str((run / "metrics.json").relative_to(tmp_path)), "--configfile", str(config)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not (run / "checkpoints" / "last.pt").is_file() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the workflow ended before the training job wrote a checkpoint"
+    os.kill(proc.pid, signal.SIGKILL)  # snakemake alone
+    proc.wait(timeout=60)
+    assert group_alive(proc.pid), "the training job should have outlived snakemake"
+    os.killpg(proc.pid, signal.SIGKILL)  # the orphaned training job
+    while group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not (run / "metrics.json").exists()
+
+    locked = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert locked.returncode != 0 and "--unlock" in locked.stdout + locked.stderr  # what the README says to do
+    unlock = subprocess.run([*cmd, "--unlock"], capture_output=True, text=True, timeout=300)
+    assert unlock.returncode == 0, unlock.stderr[-3000:]
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+
+    ref = tmp_path / "uninterrupted"
+    config_file = tmp_path / "results" / "configs" / "e1" / "test_convnext" / "scratch" / "intask" / "seed0.yaml"
+    straight = subprocess.run([sys.executable, "-m", "quadranet.cli", "train", "--config", str(config_file),
+                               "--out", str(ref)], capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                              env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})  # as the job
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (ref, run))
+    assert b["resumes"] >= 1 and a["resumes"] == 0
+    for key in ("acc1", "acc5", "best_acc1", "initial_acc1", "epochs", "steps", "images_seen"):
+        assert a[key] == b[key], key
+    timing = ("wall_s", "device_s", "images_per_s", "peak_mem_mb")
+    log = lambda d: [{k: v for k, v in json.loads(line).items() if k not in timing}
+                     for line in (d / "log.jsonl").read_text().splitlines()]
+    assert log(ref) == log(run)  # the same losses, step by step, and no line twice
+
+
+@pytest.mark.slow
+def test_interrupted_workflow_resumes_the_training_job(tmp_path):
+    """Ctrl-C (SIGINT to the whole process group) while a training job runs, after its first checkpoint:
+    the rerun resumes that run from the checkpoint and completes it."""
+    config, run = long_scratch_run(tmp_path)
+    cmd = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--cores", "1",
+           str((run / "metrics.json").relative_to(tmp_path)), "--configfile", str(config)]
     # SIGINT back to its default in the child: a pytest started in the background (`cmd &`, as CI scripts
     # may do) ignores SIGINT, every process it starts would inherit that, and Ctrl-C would do nothing.
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,

@@ -28,12 +28,40 @@ SHEET = pd.read_csv(repo_path(config["sheet"]), sep="\t", comment="#", dtype=str
 validate(SHEET, "../schemas/backbones.schema.yaml")
 SHEET = SHEET.set_index("name", drop=False)
 
+
+def check_architectures(sheet):
+    """Fail at DAG-building time, naming the row, when a sheet row's arch or v1_arch is not a timm model (the
+    QuadraNet families register themselves with timm on import), instead of when its first job runs."""
+    import difflib
+
+    import timm
+
+    import quadranet.models  # noqa: F401  (registers quadranet_v1_* / quadranet_v2_* with timm)
+
+    known = set(timm.list_models())
+    for name, row in sheet.iterrows():
+        for column in ("arch", "v1_arch"):
+            arch = row[column]
+            if arch and arch not in known:
+                close = difflib.get_close_matches(arch, known, n=3)
+                raise ValueError(f"{config['sheet']}: row {name!r}: {column} {arch!r} is not a timm model"
+                                 + (f" (did you mean {', '.join(close)}?)" if close else "")
+                                 + "; timm.list_models('*pattern*') lists them")
+
+
+check_architectures(SHEET)
+
+# profiles/slurm reads the account and partitions from these; unset means empty: no -A, the default partition
+for _var in ("QUADRANET_SLURM_ACCOUNT", "QUADRANET_SLURM_PARTITION", "QUADRANET_SLURM_GPU_PARTITION"):
+    os.environ.setdefault(_var, "")
+
 RUNS_DIR = "results/runs"
 CONFIGS_DIR = "results/configs"
 # Jobs run this checkout's quadranet package (PYTHONPATH), through the installed console script (the job's
 # environment, e.g. a conda env) or else this interpreter (a venv that is not on PATH).
 CHECKOUT = f"env PYTHONPATH={shlex.quote(workflow.basedir)}"
 QUADRANET = f"{CHECKOUT} " + ("quadranet" if shutil.which("quadranet") else f"{shlex.quote(sys.executable)} -m quadranet.cli")
+TORCHRUN = "torchrun" if shutil.which("torchrun") else f"{shlex.quote(sys.executable)} -m torch.distributed.run"
 RUNS = {}  # run id -> run config
 DETECT_RUNS = {}  # run id -> detection run config (COCO, table 3)
 MANIFEST_COLUMNS = ["exp", "backbone", "method", "variant", "seed", "run"]
@@ -132,7 +160,7 @@ def train_shell(gpus_key, command="train"):
     """The shell command of a training job: `quadranet <command>`, under torchrun inside this one job when
     the job holds more than one GPU (SLURM gives the job all its GPUs; nothing else launches it twice)."""
     gpus = config["resources"][gpus_key]
-    launch = (f"{CHECKOUT} torchrun --standalone --nproc_per_node={gpus} -m quadranet.cli" if gpus > 1 else QUADRANET)
+    launch = (f"{CHECKOUT} {TORCHRUN} --standalone --nproc_per_node={gpus} -m quadranet.cli" if gpus > 1 else QUADRANET)
     return (f"OMP_NUM_THREADS={{threads}} {launch} {command} --config {{input.config}} "
             "--out $(dirname {output.metrics}) > {log} 2>&1")
 
