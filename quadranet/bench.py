@@ -1,4 +1,4 @@
-"""`quadranet bench`: train-step and inference speed of a first-order model and its quadratic variants.
+"""Train-step and inference speed of a first-order model and its quadratic variants (CLI: `bench_cli.py`).
 
 In the manner of timm's `benchmark.py`: every variant of one base model runs in the same process, on
 the same device, layout and precision (docs/paper.md, measurement rules), with warm-up steps, then `steps` timed
@@ -19,12 +19,9 @@ adapter with the plain and the memory-efficient product (forward+backward, and f
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
-import sys
 import time
-from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -32,7 +29,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import io
 from .convert import lora_adapt, matched_lora_rank, quadratize
 from .memory import saved_tensor_bytes
 
@@ -55,7 +51,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def _positive(**values) -> None:
+def check_positive(**values) -> None:
     for k, v in values.items():
         if isinstance(v, bool) or not isinstance(v, int) or v < (0 if k == "warmup" else 1):
             raise ValueError(f"{k}={v!r} must be an integer >= {0 if k == 'warmup' else 1}")
@@ -201,13 +197,13 @@ def _options(device: str, dtype: str, channels_last: Optional[bool], compile: bo
 
 def _flops(net: nn.Module, input_shape: tuple) -> int:
     """FLOPs of one forward of `net` on one input, counted as `quadranet.convert.conversion_report` counts them."""
-    from .convert import _count_flops
+    from .convert import count_flops
 
     p = next(net.parameters())
     was_training = net.training
     net.eval()
     try:
-        return _count_flops(net, torch.randn(1, *input_shape, device=p.device))
+        return count_flops(net, torch.randn(1, *input_shape, device=p.device))
     finally:
         net.train(was_training)
 
@@ -268,7 +264,7 @@ def benchmark(model: str = "convnext_atto", variants: Sequence[str] = VARIANTS, 
     """
     import timm
 
-    _positive(batch=batch, input_size=input_size, steps=steps, warmup=warmup)
+    check_positive(batch=batch, input_size=input_size, steps=steps, warmup=warmup)
     variants = _chosen(["first_order", *variants], VARIANTS, "variants")
     modes = _chosen(modes, MODES, "modes")
     _chosen([optimizer], ("sgd", "adamw"), "optimizer")
@@ -311,7 +307,7 @@ def benchmark_layer(channels: int = 96, layer_kernel: int = 7, variants: Sequenc
     """
     from .layers import QuadraticAdapter
 
-    _positive(channels=channels, layer_kernel=layer_kernel, batch=batch, input_size=input_size, steps=steps,
+    check_positive(channels=channels, layer_kernel=layer_kernel, batch=batch, input_size=input_size, steps=steps,
               warmup=warmup)
     variants = _chosen(["first_order", *variants], LAYER_VARIANTS, "variants")
     modes = _chosen(modes, MODES, "modes")
@@ -342,71 +338,3 @@ def benchmark_layer(channels: int = 96, layer_kernel: int = 7, variants: Sequenc
                  rank=None if r["variant"] == "first_order" else rank, flops=flops[r["variant"]], **meta, **r)
             for r in rows]
     return _with_ratios(rows)
-
-
-def run(args) -> None:
-    """Benchmark train step and inference of a model's variants (or of one layer with --layer)."""
-    import pandas as pd
-
-    from .engine import accounting
-
-    if args.threads is not None:
-        _positive(threads=args.threads)
-        torch.set_num_threads(args.threads)
-    common = dict(modes=args.modes, batch=args.batch, input_size=args.input_size, steps=args.steps,
-                  warmup=args.warmup, device=args.device, dtype=args.dtype, channels_last=args.channels_last,
-                  compile=args.compile, rank=args.rank, dilation=args.dilation, kernel_size=args.kernel_size,
-                  seed=args.seed)
-    if args.layer:
-        df = benchmark_layer(channels=args.channels, layer_kernel=args.layer_kernel,
-                             variants=args.variants or LAYER_VARIANTS, **common)
-    else:
-        df = benchmark(model=args.model, variants=args.variants or VARIANTS, num_classes=args.num_classes,
-                       targets=args.targets or None, v1_size=args.v1_size, lora_rank=args.lora_rank,
-                       optimizer=args.opt, **common)
-    with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(df[list(SHOWN)].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
-    print("ratio_vs_first_order: median step time / first_order's, same mode, this process; flops_ratio: FLOPs "
-          "per image / first_order's; peak_mem_mb: "
-          "torch.cuda.max_memory_allocated (GPU only); saved_for_backward_mb: what autograd keeps for one train "
-          "step's backward (parameters included)")
-    if args.out:
-        io.write_text(args.out, df.to_csv(index=False))
-        dev = resolve_device(args.device)
-        io.write_json(Path(args.out).with_suffix(".json"), accounting.provenance(
-            config=vars(args) | {"func": None}, device_type=dev.type, command=["quadranet", *sys.argv[1:]]))
-        print(f"wrote {args.out} (+ provenance {Path(args.out).with_suffix('.json')})")
-
-
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("bench", help=run.__doc__, description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="convnext_atto", help="timm model name of the first-order base")
-    p.add_argument("--variants", nargs="+", default=None, metavar="V",
-                   help=f"of {', '.join(VARIANTS)} (default all; with --layer: {', '.join(LAYER_VARIANTS)})")
-    p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--input-size", type=int, default=64, help="image side (with --layer: feature map side)")
-    p.add_argument("--steps", type=int, default=10, help="timed steps")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
-    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
-    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"),
-                   help="bfloat16 = autocast; auto: bfloat16 on a GPU, float32 on the CPU")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="default: on for a GPU")
-    p.add_argument("--compile", action="store_true", help="torch.compile each network")
-    p.add_argument("--opt", default="sgd", choices=("sgd", "adamw"), help="optimizer of the train step")
-    p.add_argument("--num-classes", type=int, default=1000)
-    p.add_argument("--rank", type=int, default=4, help="quadratic rank of the adapted variants")
-    p.add_argument("--dilation", type=int, default=2)
-    p.add_argument("--kernel-size", type=int, default=3)
-    p.add_argument("--targets", nargs="*", default=None, help="layers to adapt (see quadratize)")
-    p.add_argument("--v1-size", default=None, help="QuadraNet V1 size (default: from convnext_<size>)")
-    p.add_argument("--lora-rank", type=int, default=None, help="default: matched to the quadratic parameter count")
-    p.add_argument("--layer", action="store_true", help="benchmark one depthwise layer instead of a model")
-    p.add_argument("--channels", type=int, default=96, help="--layer: channels")
-    p.add_argument("--layer-kernel", type=int, default=7, help="--layer: kernel size of the depthwise conv")
-    p.add_argument("--threads", type=int, default=None, help="CPU intra-op threads (torch.set_num_threads)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="CSV file (written atomically) + provenance JSON beside it")
-    p.set_defaults(func=run)

@@ -18,14 +18,27 @@ from typing import Any, Optional, Union
 
 import yaml
 
+from .data.loaders import DATASETS as _DATASET_READERS
+from .data.shifts import SHIFTS as _SHIFT_FUNCTIONS
+from .layers.product import KERNELS
+
+# Each value list is defined here once (or where the thing itself lives, as KERNELS, SHIFTS and DATASETS) and
+# imported by every other user: the detection config, the training loops, the reports.
 METHODS = ("scratch", "adapt", "finetune", "lora")
 TRAINABLE = ("all", "quadratic", "lora", "head", "primary")  # parameter groups a stage may train
-KERNELS = ("bilinear",)  # quadranet.layers.KERNELS
-DATASETS = ("fashion_mnist", "imagenet1k", "imagenet21k")
-SHIFTS = ("contrast", "brightness", "gamma", "solarize", "invert_range")
+DEFAULT_TRAINABLE = {"scratch": ["all"], "finetune": ["all"], "adapt": ["quadratic", "head"], "lora": ["lora", "head"]}
+DATASETS = tuple(_DATASET_READERS)
+SHIFTS = tuple(_SHIFT_FUNCTIONS)
 OPTIMIZERS = ("adamw", "sgd")
 AMP = ("auto", "bf16", "fp16", "none")
 DEVICES = ("auto", "cpu", "cuda")
+PROGRESS = ("auto", "bar", "lines", "none")
+# run control: keys that do not change what a run computes, left out of the config hash (every task's config)
+RUN_CONTROL = ("train.log_every", "train.checkpoint_every", "train.checkpoint_dir", "train.progress",
+               "train.keep_checkpoint", "data.num_workers", "data.eval_batch_size", "name")
+# choices every task's config shares
+COMMON_CHOICES = {"adapter.kernel": KERNELS, "train.optimizer": OPTIMIZERS, "train.amp": AMP,
+                  "train.device": DEVICES, "train.progress": PROGRESS}
 
 
 class ConfigError(ValueError):
@@ -103,7 +116,9 @@ class TrainConfig:
     device: str = "auto"
     eval_every: int = 1  # epochs
     eval_at_start: bool = True  # the starting accuracy (an adapt run starts at the pretrained model's)
-    # run control: not part of what a run computes, left out of the config hash
+    # run control: not part of what a run computes, left out of the config hash (RUN_CONTROL). The detection
+    # config's train section repeats these fields on purpose (`duplicates` pairs them): the defaults differ per
+    # task, and a shared base dataclass would move them to the front of every config.yaml.
     log_every: int = 20  # steps
     checkpoint_every: int = 100  # steps; also at every epoch end
     checkpoint_dir: Optional[str] = None  # None: <out>/checkpoints
@@ -112,27 +127,27 @@ class TrainConfig:
 
 
 @dataclass
-class RunConfig:
+class TaskConfig:
+    """What every task's run config starts with; each task adds its model, adapter, data and train sections."""
     method: str = "scratch"
     seed: int = 0
     name: Optional[str] = None
-    model: ModelConfig = field(default_factory=ModelConfig)
-    adapter: AdapterConfig = field(default_factory=AdapterConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-RUN_CONTROL = ("train.log_every", "train.checkpoint_every", "train.checkpoint_dir", "train.progress",
-               "train.keep_checkpoint",
-               "data.num_workers", "data.eval_batch_size", "name")
+@dataclass
+class RunConfig(TaskConfig):
+    model: ModelConfig = field(default_factory=ModelConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
 CHOICES = {
-    "method": METHODS, "adapter.kernel": KERNELS, "data.dataset": DATASETS, "data.shift": SHIFTS + (None,),
+    **COMMON_CHOICES, "method": METHODS, "data.dataset": DATASETS, "data.shift": SHIFTS + (None,),
     "data.eval_split": ("test", "val"), "data.normalize": ("model", "none"), "data.channels": (1, 3),
-    "train.optimizer": OPTIMIZERS, "train.amp": AMP, "train.device": DEVICES,
-    "train.progress": ("auto", "bar", "lines", "none"),
 }
 POSITIVE = ("adapter.rank", "adapter.dilation", "adapter.kernel_size", "adapter.lora_rank",
             "data.resolution", "data.batch_size", "data.eval_batch_size", "data.train_per_class",
@@ -178,7 +193,8 @@ def _check_type(key: str, value: Any, hint) -> Any:
     raise TypeError(f"no type check for {hint}")  # pragma: no cover (a field of a type added without one)
 
 
-def _build(cls, data: dict, prefix: str = ""):
+def build(cls, data: dict, prefix: str = ""):
+    """Dataclass `cls` from mapping `data`, each value type-checked; ConfigError naming an unknown key or bad value."""
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}")
     fields = _fields(cls)
@@ -192,34 +208,40 @@ def _build(cls, data: dict, prefix: str = ""):
             continue
         key = prefix + name
         if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, data[name] or {}, key + ".")
+            kwargs[name] = build(hint, data[name] or {}, key + ".")
         elif name == "stages":
-            kwargs[name] = [_build(StageConfig, s, f"{key}[{i}].") for i, s in
+            kwargs[name] = [build(StageConfig, s, f"{key}[{i}].") for i, s in
                             enumerate(_check_type(key, data[name], list))]
         else:
             kwargs[name] = _check_type(key, data[name], hint)
     return cls(**kwargs)
 
 
-def _get(cfg, key: str):
+def get_key(cfg, key: str):
+    """The value of dotted `key` ('train.lr') in config dataclass `cfg`."""
     for part in key.split("."):
         cfg = getattr(cfg, part)
     return cfg
 
 
-def validate(cfg: RunConfig) -> RunConfig:
-    """Check values against their allowed sets and ranges, and the combinations that make a run."""
-    for key, allowed in CHOICES.items():
-        if _get(cfg, key) not in allowed:
-            raise ConfigError(f"{key}={_get(cfg, key)!r} is not allowed; expected one of {list(allowed)}")
-    for key in POSITIVE:
-        v = _get(cfg, key)
+def check_table(cfg, choices: dict, positive: tuple, non_negative: tuple) -> None:
+    """Check the keys of config dataclass `cfg` against tables: allowed values, > 0, >= 0 (None passes the last two)."""
+    for key, allowed in choices.items():
+        if get_key(cfg, key) not in allowed:
+            raise ConfigError(f"{key}={get_key(cfg, key)!r} is not allowed; expected one of {list(allowed)}")
+    for key in positive:
+        v = get_key(cfg, key)
         if v is not None and not v > 0:
             raise ConfigError(f"{key}={v!r} must be > 0")
-    for key in NON_NEGATIVE:
-        v = _get(cfg, key)
+    for key in non_negative:
+        v = get_key(cfg, key)
         if v is not None and v < 0:
             raise ConfigError(f"{key}={v!r} must be >= 0")
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Check values against their allowed sets and ranges, and the combinations that make a run."""
+    check_table(cfg, CHOICES, POSITIVE, NON_NEGATIVE)
     for i, stage in enumerate(cfg.train.stages):
         bad = [t for t in stage.trainable if t not in TRAINABLE]
         if bad or not stage.trainable:
@@ -276,12 +298,12 @@ def _looks_numeric(s: str) -> bool:
     return True
 
 
-def _fix_numbers(obj):
+def fix_numbers(obj):
     """YAML 1.1 (PyYAML) reads 3e-4 as a string; make such strings numbers."""
     if isinstance(obj, dict):
-        return {k: _fix_numbers(v) for k, v in obj.items()}
+        return {k: fix_numbers(v) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_fix_numbers(v) for v in obj]
+        return [fix_numbers(v) for v in obj]
     if isinstance(obj, str) and _looks_numeric(obj) and obj.strip().lower() not in ("nan", "inf", "-inf"):
         return float(obj)
     return obj
@@ -332,7 +354,7 @@ def load_config(path: Union[str, Path, None] = None, overrides: tuple = (), base
     data: dict = copy.deepcopy(base) if base else {}
     if path is not None:
         data.update(read_yaml(path))
-    return validate(_build(RunConfig, _fix_numbers(apply_overrides(data, overrides))))
+    return validate(build(RunConfig, fix_numbers(apply_overrides(data, overrides))))
 
 
 def config_hash(cfg: RunConfig) -> str:
@@ -340,5 +362,6 @@ def config_hash(cfg: RunConfig) -> str:
     return hash_without(cfg.to_dict(), RUN_CONTROL)
 
 
-def to_yaml(cfg: RunConfig) -> str:
+def to_yaml(cfg) -> str:
+    """A config dataclass (any task's) as YAML, keys in their declared order."""
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -11,12 +11,12 @@ import copy
 import fnmatch
 import statistics
 from dataclasses import asdict, dataclass
-from typing import Iterator, NamedTuple, Optional, Sequence, Union
+from typing import NamedTuple, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
-from .layers import LowRankAdapter, QuadraticAdapter, QuadraticConv2d, QuadraticLinear, is_supported
+from .layers import AdapterLayer, LowRankAdapter, QuadraticAdapter, QuadraticConv2d, QuadraticLinear, is_supported
 
 # Layer types that `targets` may name; anything else in `targets` is a glob over module names.
 LAYER_TYPES = ("auto", "depthwise", "spatial", "pointwise", "conv", "linear")
@@ -94,15 +94,30 @@ def quadratize(
     At init the converted model computes exactly the original function (the quadratic term's output
     projection is zero). `kernel_size=None` uses each layer's own kernel size.
     """
-    if any(isinstance(m, QuadraticAdapter) for m in model.modules()):
-        raise ValueError(f"{type(model).__name__} is already quadratized; call unquadratize() first")
-    for name in select_layers(model, targets):
-        layer = model.get_submodule(name)
-        adapter = QuadraticAdapter(
-            layer, rank=rank, kernel_size=kernel_size, dilation=dilation, kernel=kernel,
-            memory_efficient=memory_efficient, freeze_primary=freeze_primary, name=name,
-        )
+    return _adapt(model, targets, lambda layer, name: QuadraticAdapter(
+        layer, rank=rank, kernel_size=kernel_size, dilation=dilation, kernel=kernel,
+        memory_efficient=memory_efficient, freeze_primary=freeze_primary, name=name))
+
+
+def _adapt(model: nn.Module, targets, make) -> nn.Module:
+    """Replace each layer `targets` chooses by `make(layer, name)`, in place. All adapters are built before any
+    layer is replaced, so an error leaves `model` as it was."""
+    for name, m in model.named_modules():
+        if isinstance(m, AdapterLayer):
+            raise ValueError(f"{type(model).__name__} is already adapted (already quadratized or LoRA-adapted: "
+                             f"{type(m).__name__} at {name!r}); call unquadratize() or unlora() first")
+    new = {name: make(model.get_submodule(name), name) for name in select_layers(model, targets)}
+    for name, adapter in new.items():
         _set_submodule(model, name, adapter)
+    return model
+
+
+def _replace(model: nn.Module, plain: dict) -> nn.Module:
+    """`model` with each module named in `plain` replaced by its value (the model itself for the name '')."""
+    for name, layer in plain.items():
+        if not name:
+            return layer
+        _set_submodule(model, name, layer)
     return model
 
 
@@ -111,24 +126,39 @@ def unquadratize(model: nn.Module) -> nn.Module:
 
     A trained quadratic term cannot be merged into a linear layer, so it is dropped.
     """
-    for name, m in list(model.named_modules()):
-        if isinstance(m, QuadraticAdapter):
-            if name:
-                _set_submodule(model, name, m.primary)
-            else:
-                return m.primary
-    return model
+    return _replace(model, {name: a.primary for name, a in adapters(model)})
 
 
-def adapters(model: nn.Module) -> Iterator[tuple[str, QuadraticAdapter]]:
-    for name, m in model.named_modules():
-        if isinstance(m, QuadraticAdapter):
-            yield name, m
+def find_adapters(model: nn.Module, cls: type = AdapterLayer) -> list[tuple[str, AdapterLayer]]:
+    """(name, adapter) of every adapter layer of class `cls` in `model`."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, cls)]
+
+
+def adapters(model: nn.Module) -> list[tuple[str, QuadraticAdapter]]:
+    return find_adapters(model, QuadraticAdapter)
+
+
+def added_parameters(model: nn.Module, cls: type = AdapterLayer) -> list[nn.Parameter]:
+    """Parameters of the added terms of every adapter of class `cls` (all but the primary layers)."""
+    return [p for _, a in find_adapters(model, cls) for n, p in a.named_parameters() if not n.startswith("primary.")]
 
 
 def quadratic_parameters(model: nn.Module) -> list[nn.Parameter]:
     """Parameters of the quadratic terms (A, B, P of every adapter)."""
-    return [p for _, a in adapters(model) for m in (a.quad_a, a.quad_b, a.quad_out) for p in m.parameters()]
+    return added_parameters(model, QuadraticAdapter)
+
+
+def train_only(model: nn.Module, groups: Sequence[str], table: dict) -> int:
+    """Train exactly the union of `groups` (names of `table`: group -> ids of parameters of `model`); returns the
+    number of trainable parameters. ValueError when that is none."""
+    chosen = set().union(*(table[g] for g in groups))
+    n = 0
+    for p in model.parameters():
+        p.requires_grad_(id(p) in chosen)
+        n += p.numel() if id(p) in chosen else 0
+    if n == 0:
+        raise ValueError(f"trainable={list(groups)} selects no parameter of this {type(model).__name__}")
+    return n
 
 
 def mark_only_quadratic_trainable(model: nn.Module) -> nn.Module:
@@ -154,10 +184,8 @@ def init_quadratic_for_scratch(model: nn.Module) -> nn.Module:
 
 def _term_and_primary(m: nn.Module, x: torch.Tensor, out: torch.Tensor):
     """(higher-order or low-rank term, first-order part) of one layer's output `out` on input `x`."""
-    if isinstance(m, QuadraticAdapter):
-        return m.quadratic(x), m.primary(x)
-    if isinstance(m, LowRankAdapter):
-        return m.low_rank(x), m.primary(x)
+    if isinstance(m, AdapterLayer):
+        return m.term(x), m.primary(x)
     if isinstance(m, (QuadraticConv2d, QuadraticLinear)):  # V1: f_a(x) * f_b(x) beside f_c(x)
         first = (m.conv_c if isinstance(m, QuadraticConv2d) else m.fc_c)(x)
         return out - first, first
@@ -180,7 +208,7 @@ def quadratic_share(model: nn.Module, batches) -> Optional[dict]:
         sums[name] += torch.stack([term.double().square().sum(), primary.double().square().sum()]).cpu()
 
     for name, m in model.named_modules():
-        if isinstance(m, (QuadraticAdapter, LowRankAdapter, QuadraticConv2d, QuadraticLinear)):
+        if isinstance(m, (AdapterLayer, QuadraticConv2d, QuadraticLinear)):
             hooks.append(m.register_forward_hook(lambda m, a, o, n=name: hook(m, a, o, n)))
     if not hooks:
         return None
@@ -248,7 +276,8 @@ class ConversionReport:
                 f"({100 * self.flops_overhead:.2f}%) at input {self.input_size}")
 
 
-def _count_flops(fn, *args) -> int:
+def count_flops(fn, *args) -> int:
+    """FLOPs of `fn(*args)` (torch FlopCounterMode: 2 per multiply-add), convolutions counted as written."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from .layers.grouped import conv_formulation
@@ -256,6 +285,17 @@ def _count_flops(fn, *args) -> int:
     with FlopCounterMode(display=False) as counter, torch.no_grad(), conv_formulation():
         fn(*args)
     return counter.get_total_flops()
+
+
+def model_flops(model: nn.Module, input_size: Sequence[int]) -> int:
+    """Forward FLOPs of `model` (in eval mode) on one random input of `input_size` (C, H, W)."""
+    p = next(model.parameters())
+    was = model.training
+    model.eval()
+    try:
+        return count_flops(model, torch.randn(1, *input_size, device=p.device, dtype=p.dtype))
+    finally:
+        model.train(was)
 
 
 def conversion_report(model: nn.Module, input_size: Sequence[int] = (3, 224, 224)) -> ConversionReport:
@@ -275,9 +315,9 @@ def conversion_report(model: nn.Module, input_size: Sequence[int] = (3, 224, 224
     was_training = model.training
     model.eval()
     try:
-        flops = _count_flops(model, x)
+        flops = count_flops(model, x)
         # an adapter adds exactly its quadratic term: count that on the input it saw
-        per_layer = {name: _count_flops(a.quadratic, inputs[name]) for name, a in found}
+        per_layer = {name: count_flops(a.quadratic, inputs[name]) for name, a in found}
     finally:
         for h in hooks:
             h.remove()
@@ -344,41 +384,24 @@ def lora_adapt(
     dilation: then the adapter can be merged (`unlora`); dilation 1 equals that on undilated layers. All
     adapters are built before any layer is replaced, so an error leaves `model` as it was.
     """
-    for name, m in model.named_modules():
-        if isinstance(m, (QuadraticAdapter, LowRankAdapter)):
-            raise ValueError(f"{type(model).__name__} is already adapted ({type(m).__name__} at {name!r}); "
-                             f"call unquadratize() or unlora() first")
-    new = {name: LowRankAdapter(model.get_submodule(name), rank=rank, kernel_size=kernel_size, dilation=dilation,
-                                name=name)
-           for name in select_layers(model, targets)}
-    for name, adapter in new.items():
-        if freeze_primary:
-            adapter.primary.requires_grad_(False)
-        _set_submodule(model, name, adapter)
-    return model
+    return _adapt(model, targets, lambda layer, name: LowRankAdapter(
+        layer, rank=rank, kernel_size=kernel_size, dilation=dilation, freeze_primary=freeze_primary, name=name))
 
 
-def lora_adapters(model: nn.Module) -> Iterator[tuple[str, LowRankAdapter]]:
-    for name, m in model.named_modules():
-        if isinstance(m, LowRankAdapter):
-            yield name, m
+def lora_adapters(model: nn.Module) -> list[tuple[str, LowRankAdapter]]:
+    return find_adapters(model, LowRankAdapter)
 
 
 def lora_parameters(model: nn.Module) -> list[nn.Parameter]:
     """Parameters of the low-rank terms (A, B of every LowRankAdapter)."""
-    return [p for _, a in lora_adapters(model) for m in (a.lora_a, a.lora_b) for p in m.parameters()]
+    return added_parameters(model, LowRankAdapter)
 
 
 def unlora(model: nn.Module, merge: bool = True) -> nn.Module:
     """Replace every `LowRankAdapter` by a plain layer, in place: with `merge`, one computing primary + B A
     (ValueError where A's kernel or dilation differ from the primary's); else the primary alone (B A dropped)."""
-    found = list(lora_adapters(model))
-    plain = {name: a.merge() if merge else a.primary for name, a in found}  # merge all first: fail atomically
-    for name, layer in plain.items():
-        if not name:
-            return layer
-        _set_submodule(model, name, layer)
-    return model
+    # merge all first: fail atomically
+    return _replace(model, {name: a.merge() if merge else a.primary for name, a in lora_adapters(model)})
 
 
 class MatchedRank(NamedTuple):

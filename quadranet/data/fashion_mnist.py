@@ -205,6 +205,7 @@ class FashionMNIST(Dataset):
             return (x - self.mean) / self.std
         return x.contiguous()
 
+    # num_classes, __len__, __getitem__: the Dataset protocol, of the same shape as ImageNetFolder's
     @property
     def num_classes(self) -> int:
         return len(self.classes)

@@ -95,6 +95,7 @@ class ImageNetFolder(Dataset):
         self.transform = transform if transform is not None else imagenet_transform(
             split == "train" if augment is None else augment, **transform_kwargs)
 
+    # the Dataset protocol, of the same shape as FashionMNIST's
     @property
     def num_classes(self) -> int:
         return len(self.classes)

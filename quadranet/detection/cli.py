@@ -53,7 +53,7 @@ def add_parser(subparsers) -> None:
                    help="e.g. method=adapt model.pretrained=offline model.detector=fcos data.root=/data/coco")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("eval", help=cmd_eval.__doc__, description=cmd_eval.__doc__)
+    e = sub.add_parser("eval", help=cmd_eval.__doc__, description=cmd_eval.__doc__)  # as classify/cli.py's eval
     e.add_argument("--run", required=True, help="folder of a `quadranet detect train` run")
     e.add_argument("--out", help="JSON file for the result (written atomically)")
     e.add_argument("overrides", nargs="*", metavar="data.key=value", help="e.g. data.eval_limit=500")

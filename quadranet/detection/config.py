@@ -13,18 +13,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
-import yaml
-
-from ..config import AdapterConfig, ConfigError, _build, _fix_numbers, _get, apply_overrides, hash_without, read_yaml
+from ..config import (COMMON_CHOICES, DEFAULT_TRAINABLE, RUN_CONTROL, AdapterConfig, ConfigError, TaskConfig,
+                      apply_overrides, build, check_table, fix_numbers, hash_without, read_yaml, to_yaml)
+from ..config import METHODS as CLASSIFICATION_METHODS
+from ..config import TRAINABLE as CLASSIFICATION_TRAINABLE
 from .synthetic import CanvasSpec
 
 __all__ = ["DETECTORS", "DetectionConfig", "PRESETS", "SCHEDULES", "config_hash", "default_trainable",
            "load_detection_config", "to_yaml", "validate"]
 
-METHODS = ("scratch", "adapt", "finetune")
+METHODS = tuple(m for m in CLASSIFICATION_METHODS if m != "lora")  # no LoRA baseline for detection
 DETECTORS = ("maskrcnn", "fcos", "retinanet")
 DATASETS = ("fashion_mnist_canvas", "coco")
-TRAINABLE = ("all", "quadratic", "primary", "head")  # primary: backbone minus quadratic terms; head: all but backbone
+# primary: backbone minus quadratic terms; head: all but the backbone
+TRAINABLE = tuple(g for g in CLASSIFICATION_TRAINABLE if g != "lora")
 # schedule -> (epochs, fractions of training at which lr drops x0.1): Detectron2's 1x (60k, 80k of 90k
 # iterations) and 3x (210k, 250k of 270k); 90k x 16 images ~ 12 epochs of COCO train2017.
 SCHEDULES = {"1x": (12, (2 / 3, 8 / 9)), "3x": (36, (7 / 9, 25 / 27))}
@@ -99,7 +101,8 @@ class DetTrainConfig:
     device: str = "auto"
     eval_every: int = 0  # epochs; 0: only at the end
     eval_at_start: bool = False
-    # run control: left out of the config hash
+    # run control: left out of the config hash (config.RUN_CONTROL); the same fields as the classification
+    # config's, repeated on purpose (see the comment there)
     log_every: int = 10  # steps
     checkpoint_every: int = 100  # steps; also at every epoch end
     checkpoint_dir: Optional[str] = None  # None: <out>/checkpoints
@@ -108,17 +111,11 @@ class DetTrainConfig:
 
 
 @dataclass
-class DetectionConfig:
-    method: str = "scratch"
-    seed: int = 0
-    name: Optional[str] = None
+class DetectionConfig(TaskConfig):
     model: DetModelConfig = field(default_factory=DetModelConfig)
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     data: DetDataConfig = field(default_factory=DetDataConfig)
     train: DetTrainConfig = field(default_factory=DetTrainConfig)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
     @property
     def epochs(self) -> int:
@@ -161,13 +158,9 @@ PRESETS = {
                 "train": {**_COCO_SCALE["train"], "schedule": "3x"}},
 }
 
-RUN_CONTROL = ("train.log_every", "train.checkpoint_every", "train.checkpoint_dir", "train.progress",
-               "train.keep_checkpoint", "data.num_workers", "data.eval_batch_size", "name")
 CHOICES = {
-    "method": METHODS, "model.detector": DETECTORS, "data.dataset": DATASETS,
-    "train.schedule": tuple(SCHEDULES) + (None,), "train.optimizer": ("sgd", "adamw"),
-    "train.amp": ("auto", "bf16", "fp16", "none"), "train.device": ("auto", "cpu", "cuda"),
-    "train.progress": ("auto", "bar", "lines", "none"), "adapter.kernel": ("bilinear",),
+    **COMMON_CHOICES, "method": METHODS, "model.detector": DETECTORS, "data.dataset": DATASETS,
+    "train.schedule": tuple(SCHEDULES) + (None,),
 }
 POSITIVE = ("model.fpn_channels", "model.anchor_size", "model.box_head_dim", "model.rpn_proposals",
             "model.roi_batch", "adapter.rank", "adapter.dilation", "adapter.kernel_size",
@@ -176,7 +169,6 @@ POSITIVE = ("model.fpn_channels", "model.anchor_size", "model.box_head_dim", "mo
             "train.grad_clip", "train.warmup_factor")
 NON_NEGATIVE = ("seed", "data.num_workers", "train.weight_decay", "train.momentum", "train.warmup_steps",
                 "train.eval_every", "model.score_thresh")
-DEFAULT_TRAINABLE = {"scratch": ["all"], "finetune": ["all"], "adapt": ["quadratic", "head"]}
 
 
 def default_trainable(cfg: DetectionConfig) -> list:
@@ -185,17 +177,7 @@ def default_trainable(cfg: DetectionConfig) -> list:
 
 def validate(cfg: DetectionConfig) -> DetectionConfig:
     """Check values and the combinations that make a detection run; raise ConfigError naming the key."""
-    for key, allowed in CHOICES.items():
-        if _get(cfg, key) not in allowed:
-            raise ConfigError(f"{key}={_get(cfg, key)!r} is not allowed; expected one of {list(allowed)}")
-    for key in POSITIVE:
-        v = _get(cfg, key)
-        if v is not None and not v > 0:
-            raise ConfigError(f"{key}={v!r} must be > 0")
-    for key in NON_NEGATIVE:
-        v = _get(cfg, key)
-        if v is not None and v < 0:
-            raise ConfigError(f"{key}={v!r} must be >= 0")
+    check_table(cfg, CHOICES, POSITIVE, NON_NEGATIVE)
     m, d, t = cfg.model, cfg.data, cfg.train
     if cfg.method in ("adapt", "finetune") and m.pretrained == "none":
         raise ConfigError(f"method={cfg.method!r} starts from pretrained first-order weights: set model.pretrained "
@@ -268,7 +250,7 @@ def load_detection_config(path: Union[str, Path, None] = None, overrides: tuple 
         layers.append(read_yaml(path))
     for layer in layers:
         _merge(data, layer)
-    return validate(_build(DetectionConfig, _fix_numbers(apply_overrides(data, overrides))))
+    return validate(build(DetectionConfig, fix_numbers(apply_overrides(data, overrides))))
 
 
 def _merge(into: dict, new: dict) -> None:
@@ -282,7 +264,3 @@ def _merge(into: dict, new: dict) -> None:
 def config_hash(cfg: DetectionConfig) -> str:
     """sha256 (16 hex digits) of the config minus the run-control keys."""
     return hash_without({**cfg.to_dict(), "task": "detection"}, RUN_CONTROL)
-
-
-def to_yaml(cfg: DetectionConfig) -> str:
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

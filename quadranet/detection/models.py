@@ -27,17 +27,11 @@ from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastL
 
 from .. import convert
 from ..config import ConfigError
-from ..engine import build as engine_build
+from ..models.build import create_model, quadratize_options, resolve_arch, weights_file
 from ..models.pretrained import PRETRAINED
 from .config import DetectionConfig
 
 __all__ = ["TimmFPNBackbone", "build_backbone", "build_detector", "parameter_groups", "set_trainable"]
-
-
-def resolve_arch(name: str) -> str:
-    """The timm architecture of backbone `name`; names with offline weights map to the weights' architecture
-    (efficientnet_lite0 -> tf_efficientnet_lite0), so scratch and adapted runs train the same network."""
-    return PRETRAINED[name].arch if name in PRETRAINED else name
 
 
 class TimmFPNBackbone(nn.Module):
@@ -59,36 +53,13 @@ class TimmFPNBackbone(nn.Module):
         return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(feats)))
 
 
-def _quad_kwargs(cfg: DetectionConfig) -> dict:
-    a = cfg.adapter
-    return dict(rank=a.rank, dilation=a.dilation, kernel_size=a.kernel_size, kernel=a.kernel,
-                targets=a.targets, memory_efficient=a.memory_efficient)
-
-
 def _create_body(cfg: DetectionConfig, pretrained: bool = False) -> nn.Module:
-    name = cfg.model.backbone
     try:
-        return timm.create_model(resolve_arch(name), pretrained=pretrained, features_only=True,
-                                 out_indices=cfg.out_indices)
-    except RuntimeError as e:
-        if "Unknown model" in str(e):
-            raise ConfigError(f"model.backbone={name!r} is not a timm model; e.g. efficientnet_lite0, "
-                              f"resnet18, convnext_atto (timm.list_models() lists them)") from None
-        raise
+        return create_model(cfg.model.backbone, key="model.backbone", pretrained=pretrained, features_only=True,
+                            out_indices=cfg.out_indices)
     except (IndexError, AssertionError) as e:
-        raise ConfigError(f"model.out_indices={list(cfg.out_indices)} do not fit backbone {name!r}: {e}") from None
-
-
-def _weights_file(source: str):
-    from pathlib import Path
-
-    path = Path(source)
-    path = path / "model.safetensors" if path.is_dir() else path
-    if not path.is_file():
-        raise ConfigError(f"model.pretrained={source!r}: no such .safetensors file or run folder holding "
-                          f"model.safetensors; expected 'none', 'offline', 'timm' or the --out folder of a "
-                          f"finished classification run")
-    return path
+        raise ConfigError(f"model.out_indices={list(cfg.out_indices)} do not fit backbone "
+                          f"{cfg.model.backbone!r}: {e}") from None
 
 
 def _load_body(body: nn.Module, state: dict, source: str) -> int:
@@ -116,13 +87,11 @@ def _load_body(body: nn.Module, state: dict, source: str) -> int:
 
 
 def _source_is_quadratic(source: str) -> bool:
-    from pathlib import Path
-
     from safetensors import safe_open
 
-    path = Path(source)
-    path = path / "model.safetensors" if path.is_dir() else path
-    if not path.is_file():
+    try:
+        path = weights_file(source)
+    except ConfigError:
         return False
     with safe_open(str(path), "pt") as f:
         return any(".primary." in k for k in f.keys())
@@ -136,7 +105,7 @@ def build_backbone(cfg: DetectionConfig, weights: bool = True) -> tuple[TimmFPNB
     if not weights:
         body = _create_body(cfg)
         if m.pretrained not in ("none", "timm", "offline") and _source_is_quadratic(m.pretrained):
-            convert.quadratize(body, **_quad_kwargs(cfg))
+            convert.quadratize(body, **quadratize_options(cfg.adapter))
     elif m.pretrained == "none":
         body = _create_body(cfg)
     elif m.pretrained == "timm":
@@ -154,19 +123,20 @@ def build_backbone(cfg: DetectionConfig, weights: bool = True) -> tuple[TimmFPNB
     else:
         from safetensors.torch import load_file
 
-        path = _weights_file(m.pretrained)
+        path = weights_file(m.pretrained, "'none', 'offline', 'timm' or the --out folder of a finished "
+                                             "classification run")
         state = load_file(str(path))
         body = _create_body(cfg)
         if any(".primary." in k for k in state):
             if cfg.method == "adapt":
                 raise ConfigError(f"model.pretrained={m.pretrained!r} is already quadratized; method adapt "
                                   f"quadratizes first-order weights (use method finetune to train it further)")
-            convert.quadratize(body, **_quad_kwargs(cfg))
+            convert.quadratize(body, **quadratize_options(cfg.adapter))
             info["pretrained_quadratic"] = True
         info["unused_pretrained_entries"] = _load_body(body, state, m.pretrained)
         info["pretrained_file"] = str(path)
     if cfg.method == "adapt" or m.quadratic:
-        convert.quadratize(body, **_quad_kwargs(cfg))
+        convert.quadratize(body, **quadratize_options(cfg.adapter))
     info["adapters"] = sum(1 for _ in convert.adapters(body))
     if cfg.freeze_bn:
         from timm.layers import freeze_batch_norm_2d
@@ -233,4 +203,4 @@ def parameter_groups(model: nn.Module) -> dict:
 
 def set_trainable(model: nn.Module, groups: list) -> int:
     """Train exactly the union of `groups` of the detector; returns the number of trainable parameters."""
-    return engine_build.set_trainable(model, groups, parameter_groups(model))
+    return convert.train_only(model, groups, parameter_groups(model))

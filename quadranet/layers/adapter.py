@@ -60,9 +60,82 @@ def atrous_padding(primary: nn.Conv2d, kernel_size: tuple, dilation: tuple, name
     return tuple(out)
 
 
-class QuadraticAdapter(nn.Module):
+class AdapterLayer(nn.Module):
+    """A first-order `nn.Conv2d` / `nn.Linear` (the primary term, kept untouched) with a low-rank term beside it:
+    y = primary(x) + term(x). The shared part of the quadratic adapter and LoRA, as peft's tuner layers share one
+    base: argument checks, the geometry of the factor convs (their kernel size and dilation, the primary's stride
+    and groups, padded so that the output grid is the primary's), the zero-initialised output projection, freezing
+    the primary, switching the term off (`enabled`) and the forward pass."""
+
+    term_name = "added"  # how errors name the term
+
+    def __init__(self, primary: Union[nn.Conv2d, nn.Linear], rank: int, kernel_size: Optional[int],
+                 dilation: Optional[int], freeze_primary: bool = False, name: str = ""):
+        super().__init__()
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank <= 0:
+            raise ValueError(f"rank={rank!r} must be a positive integer")
+        if not is_supported(primary):
+            raise TypeError(
+                f"layer {name!r} is a {type(primary).__name__}; expected a torch.nn.Conv2d (zero padding, no "
+                f"forward override, or timm's Conv2dSame) or torch.nn.Linear"
+            )
+        self.primary, self.rank = primary, rank
+        self.enabled = True  # False bypasses the added term (see `quadranet.convert.quadratic_disabled`)
+        self.kernel_size = self.dilation = None  # a conv's factor kernel size and dilation
+        self.tf_same, self._padding = False, None
+        if isinstance(primary, nn.Conv2d):
+            ks = _pair(primary.kernel_size[0] if kernel_size is None else kernel_size)
+            dil = _pair(primary.dilation[0] if dilation is None else dilation)
+            if any(k < 1 for k in ks) or any(d < 1 for d in dil):
+                raise ValueError(f"kernel_size={kernel_size!r} and dilation={dilation!r} must be >= 1")
+            # timm's TF-'SAME' convs (EfficientNet-Lite weights from TF) pad at run time to ceil(H / s) rows;
+            # the factors pad the same way for their own kernel, which gives the same grid.
+            self.tf_same = isinstance(primary, Conv2dSame)
+            self._padding = (0, 0) if self.tf_same else atrous_padding(primary, ks, dil, name)
+            self.kernel_size, self.dilation = ks, dil
+        if freeze_primary:
+            primary.requires_grad_(False)
+
+    def factor(self) -> Union[nn.Conv2d, nn.Linear]:
+        """A factor of the term: `rank` outputs per group of the primary, from the primary's input."""
+        p, dev, dtype = self.primary, self.primary.weight.device, self.primary.weight.dtype
+        if isinstance(p, nn.Linear):
+            return nn.Linear(p.in_features, self.rank, bias=False, device=dev, dtype=dtype)
+        return nn.Conv2d(p.in_channels, p.groups * self.rank, self.kernel_size, p.stride, self._padding,
+                         self.dilation, p.groups, bias=False, device=dev, dtype=dtype)
+
+    def projection(self) -> Union[nn.Conv2d, nn.Linear]:
+        """The zero-initialised projection of the factors back to the primary's outputs (per group for a conv)."""
+        p, dev, dtype = self.primary, self.primary.weight.device, self.primary.weight.dtype
+        if isinstance(p, nn.Linear):
+            out = nn.Linear(self.rank, p.out_features, bias=False, device=dev, dtype=dtype)
+        else:
+            out = nn.Conv2d(p.groups * self.rank, p.out_channels, 1, groups=p.groups, bias=False, device=dev,
+                            dtype=dtype)
+        nn.init.zeros_(out.weight)
+        return out
+
+    def term(self, x: Tensor) -> Tensor:
+        """The added term alone."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.primary(x)
+        if not self.enabled:
+            return y
+        d = self.term(x)
+        if d.shape != y.shape:  # guards geometry we could not check at conversion time
+            raise RuntimeError(f"{self.term_name} term has shape {tuple(d.shape)} but the primary output "
+                               f"{tuple(y.shape)}")
+        return y + d
+
+
+class QuadraticAdapter(AdapterLayer):
     """Wraps a first-order `nn.Conv2d` or `nn.Linear` (the primary term) and adds a rank-r quadratic term."""
 
+    term_name = "quadratic"
+
+    # same first arguments as LowRankAdapter's constructor (see there)
     def __init__(
         self,
         primary: Union[nn.Conv2d, nn.Linear],
@@ -74,47 +147,11 @@ class QuadraticAdapter(nn.Module):
         freeze_primary: bool = False,
         name: str = "",
     ):
-        super().__init__()
-        if isinstance(rank, bool) or not isinstance(rank, int) or rank <= 0:
-            raise ValueError(f"rank={rank!r} must be a positive integer")
         check_kernel(kernel)
-        if not is_supported(primary):
-            raise TypeError(
-                f"layer {name!r} is a {type(primary).__name__}; expected a torch.nn.Conv2d (zero padding, no "
-                f"forward override, or timm's Conv2dSame) or torch.nn.Linear"
-            )
-        self.primary = primary
-        self.rank, self.kernel, self.memory_efficient = rank, kernel, memory_efficient
-        self.enabled = True  # False bypasses the quadratic term (see `quadranet.convert.quadratic_disabled`)
-        dev, dtype = primary.weight.device, primary.weight.dtype
-        if isinstance(primary, nn.Conv2d):
-            ks = _pair(primary.kernel_size[0] if kernel_size is None else kernel_size)
-            dil = _pair(dilation)
-            if any(k < 1 for k in ks) or any(d < 1 for d in dil):
-                raise ValueError(f"kernel_size={kernel_size!r} and dilation={dilation!r} must be >= 1")
-            # timm's TF-'SAME' convs (EfficientNet-Lite weights from TF) pad at run time to ceil(H / s) rows;
-            # the factors pad the same way for their own kernel, which gives the same grid.
-            self.tf_same = isinstance(primary, Conv2dSame)
-            padding = (0, 0) if self.tf_same else atrous_padding(primary, ks, dil, name)
-            g = primary.groups
-            factors = g * rank
-
-            def factor() -> nn.Conv2d:
-                return nn.Conv2d(primary.in_channels, factors, ks, primary.stride, padding, dil, g, bias=False,
-                                 device=dev, dtype=dtype)
-
-            self.quad_a, self.quad_b = factor(), factor()
-            self.quad_out = nn.Conv2d(factors, primary.out_channels, 1, groups=g, bias=False, device=dev, dtype=dtype)
-            self.kernel_size, self.dilation = ks, dil
-        else:
-            self.quad_a = nn.Linear(primary.in_features, rank, bias=False, device=dev, dtype=dtype)
-            self.quad_b = nn.Linear(primary.in_features, rank, bias=False, device=dev, dtype=dtype)
-            self.quad_out = nn.Linear(rank, primary.out_features, bias=False, device=dev, dtype=dtype)
-            self.kernel_size, self.dilation = None, None
-            self.tf_same = False
-        nn.init.zeros_(self.quad_out.weight)
-        if freeze_primary:
-            primary.requires_grad_(False)
+        super().__init__(primary, rank, kernel_size, dilation, freeze_primary, name)
+        self.kernel, self.memory_efficient = kernel, memory_efficient
+        self.quad_a, self.quad_b = self.factor(), self.factor()
+        self.quad_out = self.projection()
 
     def _geometry(self) -> Optional[ConvGeometry]:
         a = self.quad_a
@@ -149,14 +186,8 @@ class QuadraticAdapter(nn.Module):
             return grouped_pointwise(q, self.quad_out.weight, self.quad_out.groups)
         return self.quad_out(q)
 
-    def forward(self, x: Tensor) -> Tensor:
-        y = self.primary(x)
-        if not self.enabled:
-            return y
-        q = self.quadratic(x)
-        if q.shape != y.shape:  # guards geometry we could not check at conversion time
-            raise RuntimeError(f"quadratic term has shape {tuple(q.shape)} but the primary output {tuple(y.shape)}")
-        return y + q
+    def term(self, x: Tensor) -> Tensor:
+        return self.quadratic(x)
 
     def extra_repr(self) -> str:
         return (f"rank={self.rank}, kernel_size={self.kernel_size}, dilation={self.dilation}, "

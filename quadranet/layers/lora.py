@@ -22,17 +22,20 @@ from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
-from timm.layers import Conv2dSame
 from timm.layers.padding import pad_same
 from torch import Tensor, nn
 
-from .adapter import _pair, atrous_padding, is_supported
+from .adapter import AdapterLayer
 from .grouped import ConvGeometry, fast_cpu, grouped_conv, grouped_pointwise
 
 
-class LowRankAdapter(nn.Module):
+class LowRankAdapter(AdapterLayer):
     """Wraps a first-order `nn.Conv2d` or `nn.Linear` (the primary term) and adds a rank-r linear term."""
 
+    term_name = "low-rank"
+
+    # the constructor's signature repeats QuadraticAdapter's first arguments (`duplicates` pairs them): the
+    # defaults differ (LoRA: the primary's kernel, no dilation); the work is AdapterLayer's
     def __init__(
         self,
         primary: Union[nn.Conv2d, nn.Linear],
@@ -42,37 +45,9 @@ class LowRankAdapter(nn.Module):
         freeze_primary: bool = False,
         name: str = "",
     ):
-        super().__init__()
-        if isinstance(rank, bool) or not isinstance(rank, int) or rank <= 0:
-            raise ValueError(f"rank={rank!r} must be a positive integer")
-        if not is_supported(primary):
-            raise TypeError(
-                f"layer {name!r} is a {type(primary).__name__}; expected a torch.nn.Conv2d (zero padding, no "
-                f"forward override, or timm's Conv2dSame) or torch.nn.Linear"
-            )
-        self.primary, self.rank = primary, rank
-        self.enabled = True  # False bypasses the low-rank term
-        dev, dtype = primary.weight.device, primary.weight.dtype
-        if isinstance(primary, nn.Conv2d):
-            ks = _pair(primary.kernel_size[0] if kernel_size is None else kernel_size)
-            dil = _pair(primary.dilation[0] if dilation is None else dilation)
-            if any(k < 1 for k in ks) or any(d < 1 for d in dil):
-                raise ValueError(f"kernel_size={kernel_size!r} and dilation={dilation!r} must be >= 1")
-            self.tf_same = isinstance(primary, Conv2dSame)  # pads at run time for A's own kernel (see adapter.py)
-            padding = (0, 0) if self.tf_same else atrous_padding(primary, ks, dil, name)
-            g = primary.groups
-            self.lora_a = nn.Conv2d(primary.in_channels, g * rank, ks, primary.stride, padding, dil, g, bias=False,
-                                    device=dev, dtype=dtype)
-            self.lora_b = nn.Conv2d(g * rank, primary.out_channels, 1, groups=g, bias=False, device=dev, dtype=dtype)
-            self.kernel_size, self.dilation = ks, dil
-        else:  # kernel_size and dilation apply to convs only, as in QuadraticAdapter
-            self.lora_a = nn.Linear(primary.in_features, rank, bias=False, device=dev, dtype=dtype)
-            self.lora_b = nn.Linear(rank, primary.out_features, bias=False, device=dev, dtype=dtype)
-            self.kernel_size = self.dilation = None
-            self.tf_same = False
-        nn.init.zeros_(self.lora_b.weight)
-        if freeze_primary:
-            primary.requires_grad_(False)
+        super().__init__(primary, rank, kernel_size, dilation, freeze_primary, name)
+        self.lora_a = self.factor()
+        self.lora_b = self.projection()
 
     def low_rank(self, x: Tensor) -> Tensor:
         """The low-rank term alone, B(A(x))."""
@@ -84,16 +59,13 @@ class LowRankAdapter(nn.Module):
         h = grouped_conv(x, a.weight, None, ConvGeometry(a.stride, a.padding, a.dilation, a.groups))
         return grouped_pointwise(h, b.weight, b.groups)
 
+    def term(self, x: Tensor) -> Tensor:
+        return self.low_rank(x)
+
     def forward(self, x: Tensor) -> Tensor:
-        if not self.enabled:
-            return self.primary(x)
-        if self.mergeable and fast_cpu(x):  # one layer with weight W + B A: B A costs a weight-sized product
-            return self._merged_forward(x)
-        y = self.primary(x)
-        d = self.low_rank(x)
-        if d.shape != y.shape:
-            raise RuntimeError(f"low-rank term has shape {tuple(d.shape)} but the primary output {tuple(y.shape)}")
-        return y + d
+        if self.enabled and self.mergeable and fast_cpu(x):  # one layer with weight W + B A: B A costs a
+            return self._merged_forward(x)  # weight-sized product
+        return super().forward(x)
 
     def _merged_forward(self, x: Tensor) -> Tensor:
         p = self.primary

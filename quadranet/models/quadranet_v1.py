@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from torch import nn
 from timm.layers import trunc_normal_
-from timm.models import register_model
 from timm.models.convnext import ConvNeXt
 
 from ..layers import QuadraticConv2d
+from .build import register_family
 
 __all__ = ["QUADRANET_V1_CONFIGS", "quadranet_v1"]
 
@@ -54,18 +54,14 @@ def quadranet_v1(size: str, memory_efficient: bool = False, kernel: str = "bilin
     return model
 
 
-def _register(size: str) -> None:
-    def factory(pretrained: bool = False, **kwargs):
+def _v1_factory(size: str):
+    def build(pretrained: bool = False, **kwargs):
         if pretrained:
             raise ValueError(f"quadranet_v1_{size} has no pretrained weights: it is trained from scratch here")
         return quadranet_v1(size, **kwargs)
-
-    factory.__name__ = factory.__qualname__ = f"quadranet_v1_{size}"
-    factory.__module__ = __name__
-    factory.__doc__ = f"QuadraNet V1 {size}: {QUADRANET_V1_CONFIGS[size]}."
-    globals()[factory.__name__] = factory
-    register_model(factory)
+    return build
 
 
 for _size in QUADRANET_V1_CONFIGS:
-    _register(_size)
+    register_family(f"quadranet_v1_{_size}", _v1_factory(_size),
+                    f"QuadraNet V1 {_size}: {QUADRANET_V1_CONFIGS[_size]}.", __name__, globals())

@@ -9,10 +9,8 @@ freeze_primary) are taken from the keyword arguments; the rest go to `timm.creat
 """
 from __future__ import annotations
 
-import timm
-from timm.models import register_model
-
 from ..convert import quadratize
+from .build import QUADRATIZE_KEYS, create_model, register_family
 
 __all__ = ["V2_BACKBONES", "quadranet_v2"]
 
@@ -21,12 +19,11 @@ V2_BACKBONES = (
     "convnext_atto", "convnext_femto", "convnext_pico", "convnext_nano", "convnext_tiny", "convnext_small",
     "convnext_base", "resnet18", "resnet50", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
 )
-_QUAD_KEYS = ("rank", "dilation", "kernel_size", "kernel", "targets", "memory_efficient", "freeze_primary")
 
 
 def quadranet_v2(backbone: str, pretrained: bool = False, **kwargs):
     """Build timm `backbone` (with offline pretrained weights if asked) and quadratize it."""
-    quad = {k: kwargs.pop(k) for k in _QUAD_KEYS if k in kwargs}
+    quad = {k: kwargs.pop(k) for k in (*QUADRATIZE_KEYS, "freeze_primary") if k in kwargs}
     for k in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
         kwargs.pop(k, None)
     if pretrained:
@@ -34,23 +31,10 @@ def quadranet_v2(backbone: str, pretrained: bool = False, **kwargs):
 
         model = load_pretrained(backbone, **kwargs)
     else:
-        from .pretrained import PRETRAINED
-
-        arch = PRETRAINED[backbone].arch if backbone in PRETRAINED else backbone
-        model = timm.create_model(arch, pretrained=False, **kwargs)
+        model = create_model(backbone, key="backbone", **kwargs)
     return quadratize(model, **quad)
 
 
-def _register(backbone: str) -> None:
-    def factory(pretrained: bool = False, **kwargs):
-        return quadranet_v2(backbone, pretrained=pretrained, **kwargs)
-
-    factory.__name__ = factory.__qualname__ = f"quadranet_v2_{backbone}"
-    factory.__module__ = __name__
-    factory.__doc__ = f"timm {backbone}, quadratized."
-    globals()[factory.__name__] = factory
-    register_model(factory)
-
-
 for _backbone in V2_BACKBONES:
-    _register(_backbone)
+    register_family(f"quadranet_v2_{_backbone}", lambda pretrained=False, _b=_backbone, **kw: quadranet_v2(
+        _b, pretrained=pretrained, **kw), f"timm {_backbone}, quadratized.", __name__, globals())

@@ -15,6 +15,7 @@ import pandas as pd
 import yaml
 
 from .. import io
+from ..data.shifts import LINEAR_SHIFTS
 from . import BAND, TOLERANCE_PP
 from .savings import COST_RULE, CONVERGED_RULE, describe, savings
 from .stats import INTERVAL_RULE, fmt_interval, paired, t_interval
@@ -25,7 +26,7 @@ INCONCLUSIVE = "inconclusive (the 95% interval includes the threshold)"
 FEW_SEEDS = "inconclusive (fewer than 2 paired seeds: no interval)"
 NOT_CONVERGED = "inconclusive (baseline not converged)"
 START_MEETS = "untestable in this setting (the starting model already meets the target)"
-LINEAR = ("contrast", "brightness")  # every other E3 shift is nonlinear
+LINEAR = LINEAR_SHIFTS  # every other E3 shift is nonlinear
 C1_SAVINGS = 0.90  # the paper's low end
 GROUP = ("hardware", "backbone", "variant")
 OVERALL_RULE = ("Overall: holds when every testable group holds, does not hold when any does not, not testable when "

@@ -78,7 +78,8 @@ def add_parser(sub) -> None:
     p.add_argument("--reference", help="folder of <hardware>/ subfolders with manifest.tsv, runs/ and bench/")
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=cmd_collect)
-    p = sub.add_parser("reproduce", help=cmd_reproduce.__doc__, description=cmd_reproduce.__doc__)
+    doc = cmd_reproduce.__doc__.replace("%", "%%")  # argparse formats help strings with %
+    p = sub.add_parser("reproduce", help=doc, description=doc)
     p.add_argument("--collected", required=True, help="folder written by `quadranet collect` (with --reference)")
     p.add_argument("--reference", required=True, help="name of a results/reference/<hardware>/ folder")
     p.add_argument("--out", help="CSV file for the comparison (written atomically)")

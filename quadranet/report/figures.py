@@ -27,12 +27,13 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ..data.shifts import LINEAR_SHIFTS  # noqa: E402
 from . import FIGURES  # noqa: E402
 from .savings import savings  # noqa: E402
 from .tables import finished  # noqa: E402
 
 STYLES = ("-", "--", ":", "-.")
-LINEAR = ("contrast", "brightness")
+LINEAR = LINEAR_SHIFTS
 METHOD_LABELS = {"scratch": "quadratic from scratch", "adapt": "V2 adaptation (quadratic)", "finetune":
                  "first-order finetune", "fo_scratch": "first-order from scratch", "lora": "LoRA adapter",
                  "v1_scratch": "QuadraNet V1 from scratch", "head": "head only (control)"}

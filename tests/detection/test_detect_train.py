@@ -12,7 +12,7 @@ from quadranet.data.fashion_mnist import fashion_mnist_root
 from quadranet.detection import cli
 from quadranet.detection.config import load_detection_config
 from quadranet.detection.train import evaluate_detection_run, lr_factor, train_detection
-from quadranet.engine import checkpoint
+from quadranet.run import checkpoint
 
 pytestmark = pytest.mark.skipif(not any((fashion_mnist_root() / f).exists() for f in
                                         ("train-images-idx3-ubyte.gz", "train-images-idx3-ubyte")),

@@ -9,52 +9,15 @@ Methods (arXiv 2405.03192 and its baselines):
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Optional
 
-import timm
-import torch
 from torch import nn
 
 from .. import convert
 from ..config import ConfigError, RunConfig
 from ..data import build_dataset
+from ..models.build import create_model, quadratize_options, weights_file
 from ..models.pretrained import PRETRAINED
 from ..models.pretrained import pretrained as offline_pretrained
-
-WEIGHTS = "model.safetensors"
-
-
-def resolve_arch(arch: str) -> str:
-    """The timm architecture of `arch`; names with offline weights map to the weights' architecture, so
-    scratch and adapted runs of a backbone train the same network."""
-    return PRETRAINED[arch].arch if arch in PRETRAINED else arch
-
-
-def _quad_kwargs(cfg: RunConfig) -> dict:
-    a = cfg.adapter
-    return dict(rank=a.rank, dilation=a.dilation, kernel_size=a.kernel_size, kernel=a.kernel,
-                targets=a.targets, memory_efficient=a.memory_efficient)
-
-
-def _create(arch: str, **kwargs) -> nn.Module:
-    try:
-        return timm.create_model(resolve_arch(arch), pretrained=False, **kwargs)
-    except RuntimeError as e:
-        if "Unknown model" in str(e):
-            raise ConfigError(f"model.arch={arch!r} is not a timm model; e.g. efficientnet_lite0, convnext_atto, "
-                              f"resnet18, quadranet_v1_tiny (timm.list_models() lists them)") from None
-        raise
-
-
-def weights_file(source: str) -> Path:
-    """model.pretrained as a file: a .safetensors file, or a run folder holding model.safetensors."""
-    path = Path(source)
-    path = path / WEIGHTS if path.is_dir() else path
-    if not path.is_file():
-        raise ConfigError(f"model.pretrained={source!r}: no such file or run folder with {WEIGHTS}; expected "
-                          f"'none', 'offline' or the --out folder of a finished first-order run")
-    return path
 
 
 def _load_run_weights(model: nn.Module, source: str, reset_head: bool = False) -> list[str]:
@@ -98,10 +61,10 @@ def build_model(cfg: RunConfig, num_classes: int) -> tuple[nn.Module, dict]:
             model.reset_classifier(num_classes)
         info["head_reinitialised"] = num_classes != 1000 or m.reset_head
     else:
-        model = _create(m.arch, **common)
+        model = create_model(m.arch, **common)
         info["head_reinitialised"] = bool(_load_run_weights(model, m.pretrained, m.reset_head))
     if cfg.method == "adapt":
-        convert.quadratize(model, **_quad_kwargs(cfg))
+        convert.quadratize(model, **quadratize_options(cfg.adapter))
     elif cfg.method == "lora":
         info["lora_rank"] = _lora_rank(cfg, model)
         convert.lora_adapt(model, rank=info["lora_rank"], targets=cfg.adapter.targets)
@@ -112,16 +75,16 @@ def _lora_rank(cfg: RunConfig, model: nn.Module) -> int:
     """adapter.lora_rank, else the LoRA rank adding as many parameters as the quadratic adapter would."""
     if cfg.adapter.lora_rank:
         return cfg.adapter.lora_rank
-    kwargs = _quad_kwargs(cfg)
+    kwargs = quadratize_options(cfg.adapter)
     return convert.matched_lora_rank(model, kwargs.pop("rank"), **kwargs).rank
 
 
 def build_structure(cfg: RunConfig, num_classes: int) -> nn.Module:
     """The network a run of `cfg` trains, at random init (to load that run's own weights into)."""
-    model = _create(cfg.model.arch, in_chans=cfg.data.channels, num_classes=num_classes,
+    model = create_model(cfg.model.arch, in_chans=cfg.data.channels, num_classes=num_classes,
                     drop_path_rate=cfg.model.drop_path_rate)
     if cfg.method == "adapt" or cfg.model.quadratic:
-        convert.quadratize(model, **_quad_kwargs(cfg))
+        convert.quadratize(model, **quadratize_options(cfg.adapter))
     elif cfg.method == "lora":
         convert.lora_adapt(model, rank=_lora_rank(cfg, model), targets=cfg.adapter.targets)
     return model
@@ -137,21 +100,9 @@ def parameter_groups(model: nn.Module) -> dict:
             "head": {id(p) for p in head.parameters()} if head is not None else set()}
 
 
-DEFAULT_TRAINABLE = {"scratch": ["all"], "finetune": ["all"], "adapt": ["quadratic", "head"], "lora": ["lora", "head"]}
-
-
-def set_trainable(model: nn.Module, groups: list, table: Optional[dict] = None) -> int:
-    """Train exactly the union of `groups` (names of `table`: group -> parameter ids; default
-    `parameter_groups(model)`); returns the number of trainable parameters."""
-    table = parameter_groups(model) if table is None else table
-    chosen = set().union(*(table[g] for g in groups))
-    n = 0
-    for p in model.parameters():
-        p.requires_grad_(id(p) in chosen)
-        n += p.numel() if id(p) in chosen else 0
-    if n == 0:
-        raise ConfigError(f"trainable={groups} selects no parameter of this {type(model).__name__}")
-    return n
+def set_trainable(model: nn.Module, groups: list) -> int:
+    """Train exactly the union of `groups` (config.TRAINABLE); returns the number of trainable parameters."""
+    return convert.train_only(model, groups, parameter_groups(model))
 
 
 def build_data(cfg: RunConfig, model: nn.Module) -> tuple:
@@ -185,12 +136,14 @@ def build_data(cfg: RunConfig, model: nn.Module) -> tuple:
             build_dataset(d.dataset, "val", root=d.root, **keep))
 
 
-def count_flops(model: nn.Module, input_size: tuple) -> int:
-    """Forward FLOPs of one image (torch FlopCounterMode: 2 per multiply-add)."""
-    p = next(model.parameters())
-    was = model.training
-    model.eval()
-    try:
-        return convert._count_flops(model, torch.randn(1, *input_size, device=p.device, dtype=p.dtype))
-    finally:
-        model.train(was)
+def num_classes(cfg: RunConfig) -> int:
+    """The run's class count: model.num_classes, else the dataset's."""
+    if cfg.model.num_classes is not None:
+        return cfg.model.num_classes
+    if cfg.data.dataset == "fashion_mnist":
+        return len(cfg.data.classes) if cfg.data.classes else 10
+    if cfg.data.dataset == "imagenet1k":
+        return 1000
+    from ..data import imagenet21k
+
+    return imagenet21k(cfg.data.root, "train", transform=lambda x: x).num_classes

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from quadranet.config import load_config
-from quadranet.engine import checkpoint
-from quadranet.engine.train import NonFiniteLossError, train
+from quadranet.run import checkpoint
+from quadranet.classify.train import NonFiniteLossError, train
 
 TINY = ["model.arch=test_convnext", "data.resolution=32", "data.train_per_class=8", "data.eval_limit=64",
         "data.batch_size=16", "train.epochs=2", "train.progress=lines"]  # 80 images: 5 steps per epoch
@@ -122,7 +122,7 @@ def test_sigkill_mid_epoch_then_rerun_resumes_to_the_same_result(tmp_path):
     out = tmp_path / "killed"
     # The run SIGKILLs itself right after writing the checkpoint of step 8, mid-epoch 2 (5 steps per
     # epoch): deterministic, where a kill from outside would race a run this short.
-    killer = ("import os, signal, sys; from quadranet.engine import checkpoint as c; save = c.save_checkpoint\n"
+    killer = ("import os, signal, sys; from quadranet.run import checkpoint as c; save = c.save_checkpoint\n"
               "def save_then_die(d, state, **kw):\n"
               "    save(d, state, **kw)\n"
               "    if state['progress']['step'] == 8: os.kill(os.getpid(), signal.SIGKILL)\n"

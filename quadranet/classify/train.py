@@ -1,0 +1,180 @@
+"""One classification run: stages of AdamW + warm-up/cosine, evaluation, accounting, checkpoints, resume, DDP.
+
+Plain and readable in the manner of torchvision's references: the loop below is the whole recipe; the run
+folder, checkpoints, resume, clocks, log and finish step are the shared run layer's (`quadranet.run`). The run
+folder receives `config.yaml`, `log.jsonl` (one JSON object per logging step, epoch and evaluation),
+`metrics.json` (written last, atomically: its presence means the run completed) and `model.safetensors`.
+Checkpoints go to `<out>/checkpoints/` (or `train.checkpoint_dir`); rerunning the same command resumes from the
+last one, replaying the same batches, so an interrupted run ends with the metrics of an uninterrupted one.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import convert
+from ..config import DEFAULT_TRAINABLE, RunConfig, StageConfig, config_hash, to_yaml
+from ..data import ShardedBatchSampler, iterate
+from ..run.distributed import DistInfo, all_reduce_sum
+from ..run.session import NonFiniteLossError, Session, run_folder, weight_decay_groups
+from .build import build_data, build_model, num_classes, set_trainable
+
+__all__ = ["NonFiniteLossError", "evaluate", "make_optimizer", "stages_of", "train", "warmup_cosine"]
+
+
+def warmup_cosine(step: int, total: int, warmup: int, base_lr: float, min_lr: float) -> float:
+    """Linear warm-up to base_lr over `warmup` steps, then cosine decay to min_lr at `total` (ConvNeXt recipe)."""
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def make_optimizer(cfg: RunConfig, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    groups = weight_decay_groups(model, cfg.train.weight_decay)
+    if cfg.train.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.train.momentum, nesterov=True)
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def stages_of(cfg: RunConfig) -> list:
+    return cfg.train.stages or [StageConfig(cfg.train.epochs, DEFAULT_TRAINABLE[cfg.method], None)]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset, cfg: RunConfig, device: torch.device, info: DistInfo,
+             amp: Optional[torch.dtype]) -> dict:
+    """Top-1 / top-5 accuracy (percent) and mean cross-entropy over the whole eval set, summed over ranks."""
+    was = model.training
+    model.eval()
+    sampler = ShardedBatchSampler(len(dataset), cfg.data.eval_batch_size * info.world_size, shuffle=False,
+                                  rank=info.rank, world_size=info.world_size)
+    totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss sum, top1, top5, count
+    for x, y in iterate(dataset, sampler, cfg.data.num_workers):
+        x, y = _to_device(x, y, device, cfg)
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            logits = model(x)
+        logits = logits.float()
+        k = min(5, logits.shape[1])
+        top = logits.topk(k, dim=1).indices
+        hit = top == y[:, None]
+        totals += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(), hit[:, 0].sum().double(),
+                               hit.any(1).sum().double(), torch.tensor(float(len(y)), device=device, dtype=torch.float64)])
+    all_reduce_sum(totals, info)
+    model.train(was)
+    loss, top1, top5, n = totals.tolist()
+    return {"acc1": 100 * top1 / n, "acc5": 100 * top5 / n, "eval_loss": loss / n, "eval_images": int(n)}
+
+
+SHARE_IMAGES = 512  # eval images (the first ones, in order) on which the quadratic share is measured
+
+
+def share_batches(dataset, cfg: RunConfig, device: torch.device) -> list:
+    """The first SHARE_IMAGES images of `dataset`, in eval batches on `device`."""
+    sampler = ShardedBatchSampler(min(len(dataset), SHARE_IMAGES), cfg.data.eval_batch_size, shuffle=False)
+    return [_to_device(x, y, device, cfg)[0] for x, y in iterate(dataset, sampler, 0)]
+
+
+def _to_device(x, y, device, cfg):
+    x = x.to(device, non_blocking=True)
+    if device.type == "cuda" and cfg.train.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y.to(device, non_blocking=True)
+
+
+def train(cfg: RunConfig, out, command: Optional[list] = None) -> dict:
+    """Run (or resume, or find complete) the training run `cfg` into folder `out`; returns its metrics."""
+    return run_folder(cfg, out, config_hash(cfg), _run, command)
+
+
+def _run(run: Session) -> dict:
+    cfg, info, device = run.cfg, run.info, run.device
+    model, build_info = build_model(cfg, num_classes(cfg))
+    train_set, eval_set = build_data(cfg, model)
+    model.to(device)
+    if device.type == "cuda" and cfg.train.channels_last:
+        model.to(memory_format=torch.channels_last)
+    input_size = (cfg.data.channels, cfg.data.resolution, cfg.data.resolution)
+    params = sum(p.numel() for p in model.parameters())
+    added = sum(p.numel() for p in convert.added_parameters(model))
+    flops = convert.model_flops(model, input_size)
+    stages = stages_of(cfg)
+    progress = run.resume(model, to_yaml(cfg))
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
+
+    def run_eval(tag: str) -> dict:
+        return run.evaluate(tag, lambda: evaluate(model, eval_set, cfg, device, info, run.amp),
+                            {"step": progress.step, "epoch": progress.epoch, "stage": progress.stage})
+
+    def measure_share() -> Optional[dict]:
+        return run.probe(lambda: convert.quadratic_share(model, share_batches(eval_set, cfg, device)))
+
+    if progress.initial is None and cfg.train.eval_at_start:
+        progress.initial = run_eval("initial")
+    if progress.share_start is None:
+        progress.share_start = measure_share() or {}
+
+    sampler = ShardedBatchSampler(len(train_set), cfg.data.batch_size, shuffle=True, seed=cfg.seed,
+                                  rank=info.rank, world_size=info.world_size, drop_last=True)
+    steps_per_epoch = len(sampler)
+    epoch_base = 0  # epochs of the stages before the current one
+    for s_idx, stage in enumerate(stages):
+        if s_idx < progress.stage:
+            epoch_base += stage.epochs
+            continue
+        trainable = set_trainable(model, stage.trainable)
+        net = run.wrap(model)  # per stage: DDP reduces the gradients of the parameters trainable when built
+        net = torch.compile(net) if cfg.train.compile else net
+        lr = stage.lr or cfg.train.lr
+        opt = make_optimizer(cfg, model, lr)
+        run.restore_optimizer(opt, s_idx)
+        run.advice = f"try a lower train.lr (now {lr}) or train.grad_clip"
+        total = stage.epochs * steps_per_epoch
+        warmup = int(round(cfg.train.warmup_epochs * steps_per_epoch))
+        progress.stage = s_idx
+        progress.trainable[s_idx:] = [trainable]
+        for epoch in range(progress.epoch - epoch_base, stage.epochs):
+            window = run.begin_epoch(sampler, steps_per_epoch, f"stage {s_idx} epoch {progress.epoch}")
+            for x, y in iterate(train_set, sampler, cfg.data.num_workers, pin_memory=device.type == "cuda"):
+                x, y = _to_device(x, y, device, cfg)
+                for g in opt.param_groups:
+                    g["lr"] = warmup_cosine(epoch * steps_per_epoch + progress.batch, total, warmup, lr,
+                                            cfg.train.min_lr)
+                with run.autocast():
+                    loss = criterion(net(x), y)
+                run.optimizer_step(loss, opt, model.parameters())
+                log_now, save_now, mean = run.step_done(window, loss, len(y), steps_per_epoch)
+                if log_now:
+                    run.log_step(window, {"step": progress.step, "epoch": progress.epoch, "stage": s_idx,
+                                          "loss": mean, "lr": opt.param_groups[0]["lr"]})
+                if save_now:
+                    run.save(model, opt)
+            run.end_epoch()
+            final_epoch = s_idx == len(stages) - 1 and epoch == stage.epochs - 1
+            if progress.epoch % cfg.train.eval_every == 0 or final_epoch:
+                progress.last_eval = run_eval("epoch")
+                a1 = progress.last_eval["acc1"]
+                progress.best_acc1 = a1 if progress.best_acc1 is None else max(progress.best_acc1, a1)
+            run.log_epoch({"step": progress.step, "epoch": progress.epoch, "stage": s_idx,
+                           "trainable_params": trainable})
+            if not final_epoch:
+                run.save(model, opt)
+        epoch_base += stage.epochs
+
+    share_end = measure_share()
+    return run.finish(model, {
+        "name": cfg.name or run.out.name, "method": cfg.method, "arch": cfg.model.arch, "dataset": cfg.data.dataset,
+        "seed": cfg.seed, "config_hash": run.chash, "status": "complete",
+        "acc1": progress.last_eval["acc1"], "acc5": progress.last_eval["acc5"], "best_acc1": progress.best_acc1,
+        "initial_acc1": (progress.initial or {}).get("acc1"), "initial_acc5": (progress.initial or {}).get("acc5"),
+        "epochs": progress.epoch, "steps": progress.step, "images_seen": progress.images,
+        "train_images": len(train_set), "eval_images": progress.last_eval["eval_images"], **run.cost_fields(),
+        "params": params, "trainable_params": trainable, "trainable_params_stages": progress.trainable,
+        "params_added": added, "flops": flops,
+        "quadratic_share": {"start": progress.share_start, "end": share_end} if share_end else None,
+        "input_size": list(input_size), "resumes": progress.resumes, **build_info, "provenance": run.provenance(),
+    })

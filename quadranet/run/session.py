@@ -1,0 +1,380 @@
+"""One run in its folder: what every task's training loop shares, in the manner of torchvision's references.
+
+`run_folder` finds a complete run, or locks the folder (`lock.RunLock`), joins the process group torchrun set
+up and hands a `Session` to the task's loop. The session holds the device and autocast, the clocks and energy
+meter, the checkpoint (restore, save), the progress record, the log, seeding and RNG states, and the finish
+step: `model.safetensors`, then `metrics.json` (written last and atomically: its presence means the run
+completed), then the checkpoint dropped. A rerun of the same command resumes from the last checkpoint and
+replays the same batches (the data order depends only on seed and epoch), so an interrupted run ends with the
+metrics of an uninterrupted one; work after that checkpoint is lost and not counted.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import io
+from . import accounting, checkpoint
+from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
+from .lock import RunLock
+from .logger import Logger
+
+WEIGHTS = "model.safetensors"
+# start-up counts from the process start where the OS says when that was, else from this import
+PROCESS_START = time.perf_counter() - (accounting.process_age() or 0.0)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class Progress:
+    """Where a run stands; saved in every checkpoint."""
+    stage: int = 0
+    epoch: int = 0  # epochs completed over all stages
+    batch: int = 0  # batches completed in the current epoch
+    step: int = 0  # optimizer steps over all stages
+    images: int = 0
+    best_acc1: Optional[float] = None
+    initial: Optional[dict] = None  # eval before training
+    share_start: Optional[dict] = None  # quadratic share before training ({} for a model without such terms)
+    last_eval: Optional[dict] = None
+    seconds: dict = field(default_factory=dict)  # DeviceClock.seconds
+    energy_joules: Optional[float] = None
+    resumes: int = 0
+    trainable: list = field(default_factory=list)  # trainable parameters of each stage begun
+    log: list = field(default_factory=list)  # every log line so far (log.jsonl is rewritten from it on resume)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    """RNG states as tensors (a weights_only checkpoint holds nothing else)."""
+    _, keys, pos, *_ = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(np.append(keys, pos).astype(np.int64)),
+             "python": torch.tensor(random.getstate()[1], dtype=torch.int64)}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np_state = state["numpy"].numpy()
+    np.random.set_state(("MT19937", np_state[:-1].astype(np.uint32), int(np_state[-1]), 0, 0.0))
+    random.setstate((3, tuple(int(v) for v in state["python"].tolist()), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(state["cuda"]))
+
+
+def resolve_device(want: str, info: DistInfo = DistInfo()) -> torch.device:
+    """`train.device` ('auto', 'cpu', 'cuda') as this rank's device."""
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    if want == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("train.device='cuda' but no CUDA device is available; use train.device=cpu or auto")
+        return torch.device("cuda", info.local_rank)
+    return torch.device("cpu")
+
+
+def amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
+    """`train.amp` as an autocast dtype (None: full precision); 'auto' is bf16 on GPU, none on CPU."""
+    if amp == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}[amp]
+
+
+def wall() -> float:
+    """Wall seconds since the process started."""
+    return time.perf_counter() - PROCESS_START
+
+
+def complete_metrics(out: Path, chash: str) -> Optional[dict]:
+    """The metrics of the complete run in `out` (None if it is not complete); refuses one of another config."""
+    metrics_path = out / "metrics.json"
+    if not metrics_path.exists():
+        return None
+    done = json.loads(metrics_path.read_text())
+    if done.get("config_hash") == chash:
+        print(f"run {out} is complete (config {chash}); nothing to do", file=sys.stderr)
+        return done
+    raise checkpoint.CheckpointError(
+        f"{metrics_path} holds a finished run with config hash {done.get('config_hash')}, not {chash}; "
+        f"use another --out or delete that folder")
+
+
+def run_folder(cfg, out, chash: str, body: Callable[["Session"], dict], command: Optional[list] = None) -> dict:
+    """The metrics of run `cfg` (config hash `chash`) in folder `out`: those already there if it is complete,
+    else what `body(session)` returns. The folder is locked meanwhile (rank 0 holds the lock for a torchrun
+    job), and `body` runs inside the process group, if any."""
+    out = Path(out)
+    done = complete_metrics(out, chash)
+    if done is not None:
+        return done
+    lock = RunLock(out) if int(os.environ.get("RANK", "0")) == 0 else None
+    with lock or contextlib.nullcontext():
+        done = complete_metrics(out, chash)  # finished by a trainer that held the folder until just now
+        if done is not None:
+            return done
+        info = init_distributed("cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu")
+        try:
+            metrics = body(Session(cfg, out, chash, info, command))
+        finally:
+            cleanup(info)
+        if lock is not None:  # a complete run needs no lock; any later trainer re-checks metrics.json first
+            lock.path.unlink(missing_ok=True)
+        return metrics
+
+
+class Window:
+    """Loss (and named loss parts) and images summed over the steps since the last log line."""
+
+    def __init__(self, device: torch.device, dtype: torch.dtype, info: DistInfo):
+        self.device, self.dtype, self.info = device, dtype, info
+        self.reset()
+
+    def reset(self) -> None:
+        self.t0, self.steps, self.images = time.perf_counter(), 0, 0
+        self.loss, self.parts = torch.zeros((), device=self.device, dtype=self.dtype), {}
+
+    def add(self, loss: torch.Tensor, images: int, parts: Optional[dict] = None) -> None:
+        self.loss += loss.detach().to(self.dtype)
+        for k, v in (parts or {}).items():
+            self.parts[k] = self.parts.get(k, 0.0) + v.detach().to(self.dtype)
+        self.steps += 1
+        self.images += images * self.info.world_size
+
+    def mean(self, total: Optional[torch.Tensor] = None) -> float:
+        """Mean loss per step over all ranks (of `total`, a sum like `self.loss`)."""
+        total = self.loss if total is None else total
+        return (all_reduce_sum(total.clone(), self.info) / (self.steps * self.info.world_size)).item()
+
+    def parts_mean(self) -> dict:
+        return {k: self.mean(v) for k, v in sorted(self.parts.items())}
+
+
+class Session:
+    """The shared state of one run: device, autocast and grad scaler, clocks, energy, checkpoint, progress, log.
+
+    The task's loop builds its model and data, calls `resume`, and then drives `begin_epoch`, `optimizer_step`,
+    `step_done`, `log_step`, `save`, `evaluate`, `end_epoch` and finally `finish`."""
+
+    def __init__(self, cfg, out: Path, chash: str, info: DistInfo, command: Optional[list] = None):
+        self.cfg, self.out, self.chash, self.info, self.command = cfg, out, chash, info, command
+        self.device = resolve_device(cfg.train.device, info)
+        self.clock = accounting.DeviceClock(self.device, info.world_size)
+        self.clock.seconds["startup"] = wall() * info.world_size
+        self.clock.start("startup")  # ends when the first evaluation, probe or training phase starts
+        self.energy = accounting.EnergyMeter(self.device)
+        self.ckpt_dir = Path(cfg.train.checkpoint_dir or out / "checkpoints")
+        self.state = checkpoint.load_checkpoint(self.ckpt_dir, chash)
+        self.amp = amp_dtype(cfg.train.amp, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp is torch.float16)
+        self.progress = Progress()
+        self.log: Optional[Logger] = None
+        self.advice = "try a lower train.lr or train.grad_clip"  # for a loss that is not finite
+        seed_everything(cfg.seed)
+
+    def resume(self, model: nn.Module, config_yaml: str) -> Progress:
+        """Continue from the checkpoint, if any (model weights, progress, clocks, energy, RNG states: work done
+        after it by a killed attempt is lost and not counted); write config.yaml and open the log."""
+        if self.state is not None:
+            model.load_state_dict(self.state["model"])
+            set_rng_state(self.state["rng"])
+            self.progress = Progress(**self.state["progress"])
+            self.progress.resumes += 1
+            if self.energy.joules is not None and self.progress.energy_joules is not None:
+                self.energy.joules = self.progress.energy_joules
+            self.clock.seconds.update({k: v for k, v in self.progress.seconds.items() if k != "startup"})
+            self.clock.seconds["startup"] += self.progress.seconds.get("startup", 0.0)
+        if self.info.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            io.write_text(self.out / "config.yaml", config_yaml)
+        self.log = Logger(self.out, self.progress, self.cfg.train.progress, self.info.is_main)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        return self.progress
+
+    def restore_optimizer(self, optimizer: torch.optim.Optimizer, stage: int = 0) -> None:
+        """Optimizer and grad-scaler states of the checkpoint, if it was written in stage `stage`."""
+        if self.state is not None and self.state["progress"].get("stage", 0) == stage:
+            optimizer.load_state_dict(self.state["optimizer"])
+            self.scaler.load_state_dict(self.state["scaler"])
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """DDP under torchrun (it reduces the gradients of the parameters trainable when it is built)."""
+        if not self.info.enabled:
+            return model
+        return nn.parallel.DistributedDataParallel(
+            model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None)
+
+    def begin_epoch(self, sampler, steps_per_epoch: int, desc: str, dtype: torch.dtype = torch.float32) -> Window:
+        """Position `sampler` at this epoch's next batch, start the training clock; returns a fresh log window."""
+        sampler.set_epoch(self.progress.epoch, start=self.progress.batch)
+        self.log.open_bar(steps_per_epoch, self.progress.batch, desc)
+        self.clock.start("train")
+        return Window(self.device, dtype, self.info)
+
+    def optimizer_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, clip: Iterable) -> None:
+        """Scaled backward, gradient clipping of `clip` (train.grad_clip), optimizer and scaler step."""
+        optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.train.grad_clip:
+            self.scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(clip, self.cfg.train.grad_clip)
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+    def step_done(self, window: Window, loss: torch.Tensor, images: int, steps_per_epoch: int,
+                  parts: Optional[dict] = None) -> tuple[bool, bool, Optional[float]]:
+        """Count the step of `images` images (this rank's) and its loss; returns (log now, save now, mean loss of
+        the window when either is due). Raises NonFiniteLossError, keeping the last good checkpoint, when that
+        loss is not finite."""
+        p, t = self.progress, self.cfg.train
+        window.add(loss, images, parts)
+        p.batch += 1
+        p.step += 1
+        p.images += images * self.info.world_size
+        last = p.batch == steps_per_epoch
+        self.log.tick()
+        log_now = p.step % t.log_every == 0 or last
+        save_now = p.step % t.checkpoint_every == 0 and not last
+        mean = None
+        if log_now or save_now:
+            mean = window.mean()
+            if not math.isfinite(mean):
+                raise NonFiniteLossError(
+                    f"loss became {mean} by step {p.step} (stage {p.stage}, epoch {p.epoch}); the run stopped and "
+                    f"kept its last good checkpoint in {self.ckpt_dir}; {self.advice}")
+        return log_now, save_now, mean
+
+    def log_step(self, window: Window, record: dict) -> None:
+        """A 'step' line: `record`, then wall and device seconds, throughput and peak memory; resets `window`."""
+        accounting.synchronize(self.device)
+        dt = time.perf_counter() - window.t0
+        self.log.write({"event": "step", **record, "wall_s": wall(), "device_s": self.clock.cost(),
+                        "images_per_s": window.images / dt, "peak_mem_mb": accounting.peak_memory_mb(self.device)})
+        window.reset()
+
+    def end_epoch(self) -> None:
+        self.clock.stop()
+        self.log.close_bar()
+        self.progress.epoch += 1
+        self.progress.batch = 0
+
+    def log_epoch(self, record: dict) -> None:
+        seconds = self.clock.seconds
+        self.log.write({"event": "epoch", **record, "device_s": seconds["train"] + seconds["eval"], "wall_s": wall(),
+                        "peak_mem_mb": accounting.peak_memory_mb(self.device)})
+
+    def evaluate(self, tag: str, fn: Callable[[], dict], record: dict) -> dict:
+        """`fn()` timed as evaluation ('initial': the one before training, apart from the cost) and logged."""
+        self.clock.start("initial_eval" if tag == "initial" else "eval")
+        result = fn()
+        self.clock.stop()
+        self.log.write({"event": "eval", "tag": tag, **record, **result, "device_s": self.clock.cost(),
+                        "wall_s": wall()})
+        return result
+
+    def probe(self, fn: Callable[[], Optional[dict]]) -> Optional[dict]:
+        """`fn()` timed as a measurement apart from the cost (e.g. the quadratic share)."""
+        self.clock.start("probe")
+        result = fn()
+        self.clock.stop()
+        return result
+
+    def save(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Checkpoint (rank 0): weights, optimizer, scaler, RNG states and progress, written atomically."""
+        if self.info.is_main:
+            self.progress.seconds = self.clock.snapshot()  # checkpoint writing itself counts in the next snapshot
+            self.progress.energy_joules = self.energy.update()
+            checkpoint.save_checkpoint(self.ckpt_dir, {
+                "config_hash": self.chash, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(), "rng": rng_state(), "progress": self.progress.__dict__.copy()})
+
+    def cost_fields(self) -> dict:
+        """metrics.json's accounting: device-seconds per phase and total, devices, energy, peak memory."""
+        seconds = {k: round(v, 3) for k, v in self.clock.seconds.items()}
+        seconds["total"] = round(sum(seconds.values()), 3)
+        return {"device_seconds": seconds, "device_hours": seconds["total"] / 3600,
+                "num_devices": self.info.world_size, "device_type": self.device.type,
+                "energy_joules": self.energy.update(), "energy_source": self.energy.source,
+                "peak_mem_mb": accounting.peak_memory_mb(self.device)}
+
+    def provenance(self) -> dict:
+        return accounting.provenance(self.cfg.to_dict(), self.chash, self.cfg.seed, self.info.world_size,
+                                     self.device.type, self.command)
+
+    def finish(self, model: nn.Module, metrics: dict) -> dict:
+        """Write the weights, then metrics.json (last, atomically), then drop the checkpoint unless
+        train.keep_checkpoint; returns `metrics`."""
+        if self.info.is_main:
+            save_weights(model, self.out / WEIGHTS)
+            io.write_json(self.out / "metrics.json", metrics)
+            if not self.cfg.train.keep_checkpoint:
+                (self.ckpt_dir / checkpoint.LAST).unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    self.ckpt_dir.rmdir()
+        barrier(self.info)
+        return metrics
+
+
+def weight_decay_groups(model: nn.Module, weight_decay: float) -> list:
+    """Optimizer groups of the trainable parameters: weight decay on matrices and kernels only, not on norms and
+    biases (as timm does)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def save_weights(model: nn.Module, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    with io.atomic_path(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
+
+
+def check_eval_overrides(overrides: tuple, allowed: tuple = ("data.", "train.device")) -> None:
+    """Evaluating a finished run may change its data and where it runs, nothing it was trained with."""
+    from ..config import ConfigError
+
+    bad = [o for o in overrides if not o.startswith(allowed)]
+    if bad:
+        raise ConfigError(f"eval overrides must be data.* (or {' / '.join(allowed[1:])}), got {bad}")
+
+
+def evaluate_model(cfg, model: nn.Module, fn: Callable, chash: Optional[str] = None, out=None, **fields) -> dict:
+    """`fn(model, device, info, amp)` of a finished run's model, on one device, timed, with provenance; written
+    to JSON file `out` if given."""
+    device = resolve_device(cfg.train.device)
+    model.to(device)
+    clock = accounting.DeviceClock(device, 1)
+    clock.start("eval")
+    result = fn(model, device, DistInfo(), amp_dtype(cfg.train.amp, device))
+    clock.stop()
+    result.update(**fields, device_seconds=clock.seconds["eval"],
+                  provenance=accounting.provenance(cfg.to_dict(), chash, cfg.seed, 1, device.type))
+    if out:
+        io.write_json(out, result)
+    return result

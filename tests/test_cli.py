@@ -1,0 +1,34 @@
+"""The `quadranet` command line: every subcommand registered the same way, each with a working --help."""
+import pytest
+
+from quadranet.cli import build_parser, main
+
+
+def subcommands() -> list:
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    return sorted(sub.choices)
+
+
+def test_every_documented_subcommand_is_registered():
+    assert {"train", "eval", "shift-sweep", "detect", "collect", "tables", "figures", "claims", "reproduce", "bench",
+            "convert-report", "report"} <= set(subcommands())
+
+
+@pytest.mark.parametrize("command", subcommands())
+def test_help_of_each_subcommand(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0 and f"quadranet {command}" in capsys.readouterr().out
+
+
+def test_top_level_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0 and "convert-report" in capsys.readouterr().out
+
+
+def test_old_report_name_still_works_and_says_it_moved(tmp_path, capsys):
+    out = tmp_path / "report.csv"
+    assert main(["report", "--model", "test_convnext", "--ranks", "1", "--input-size", "32", "--out", str(out)]) == 0
+    assert "now `quadranet convert-report`" in capsys.readouterr().err
+    assert "params_added" in out.read_text()
