@@ -59,7 +59,8 @@ def e1_run(name, method, setting, seed):
     keys = v1_model(name, method_run("e1", method))
     if keys is None:
         return None
-    start = {"model": {"arch": backbone(name)["arch"]}} if from_random_init(method) else e1_start(name, setting, seed)
+    start = (merge({"model": {"arch": backbone(name)["arch"]}}, native(name)) if from_random_init(method)
+             else e1_start(name, setting, seed))
     return add_run("e1", name, method, setting, seed, config["target"], start, keys, family(name).get("run"))
 
 
