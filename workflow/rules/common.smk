@@ -106,11 +106,15 @@ def _check(rid, cfg, detection=False):
     from quadranet.detection.config import load_detection_config
     from quadranet.detection.train import check_detection_data
 
+    plan = os.environ.get("QUADRANET_PLAN") == "1"  # `quadranet plan`: the runs, before their data is on disk
     try:
         parsed = (load_detection_config if detection else load_config)(base=cfg)
-        check_detection_data(parsed) if detection else check_data(parsed.data.dataset, parsed.data.root)
+        if not plan:
+            check_detection_data(parsed) if detection else check_data(parsed.data.dataset, parsed.data.root)
     except (ConfigError, FileNotFoundError, ValueError) as e:
         raise ValueError(f"run {rid}: {e}") from None
+    if plan:
+        return
     weights = parsed.model.pretrained
     made_here = weights.startswith(f"{RUNS_DIR}/")  # a run of this workflow, made before this run starts
     if weights not in ("none", "offline", "timm") and not made_here and not os.path.exists(weights):

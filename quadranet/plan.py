@@ -1,0 +1,338 @@
+"""`quadranet plan`: the device-hours a workflow config will cost, per run, per experiment and in all, before
+anything runs.
+
+The runs are the workflow's own registry (the Snakefile parsed with the config, as `snakemake -n` parses it, with
+the data and weights checks off, so a paper-scale config can be planned before its data is on disk). Each run's
+work is images x epochs from its resolved config (`quadranet.config`): training images per epoch (the
+`train_per_class` subset, or the whole training set) times each stage's epochs, and the evaluation images of each
+evaluation (every `train.eval_every` epochs and at the end; the evaluation before training and start-up are not
+a run's cost, as in metrics.json). Its throughput is images/s of `quadranet bench` on one device for the run's
+architecture, variant and mode:
+
+    training stage            bench variant (train)     evaluation (infer)
+    first-order, all layers   first_order               first_order
+    quadratic from scratch    adapted                   adapted
+    QuadraNet V1 from scratch v1                        v1
+    adapt, primary frozen     adapted_frozen            adapted
+    adapt, all layers         adapted (adapted_memeff with adapter.memory_efficient)
+    LoRA                      lora                      lora
+    head only                 first_order, infer (a forward pass; the head's backward is negligible)
+
+Throughput comes from bench CSVs the user names (`--bench`, e.g. one measured on their GPU) or from a short probe
+on the present device (`--probe`), at the bench's batch and input size, scaled to the run's resolution by pixel
+count (cost per image grows with H x W). Detection runs (COCO) are listed but not projected: the bench measures
+classifiers only.
+
+Device-hours = device-seconds / 3600, for any number of devices (a DDP job's images are split over its devices).
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+REPO = Path(__file__).resolve().parents[1]
+# Training images, evaluation images (the split a run evaluates on) and classes of each dataset.
+# ImageNet-21K: the fall11 release (14,197,122 images, 21,841 classes); it has no official validation split, and a
+# run on it evaluates on what its root's val/ holds, counted here as ImageNet-1K's 50 per class unless eval_limit.
+DATASETS = {
+    "fashion_mnist": dict(train=60_000, eval=10_000, classes=10),
+    "imagenet1k": dict(train=1_281_167, eval=50_000, classes=1000),
+    "imagenet21k": dict(train=14_197_122, eval=50 * 21_841, classes=21_841),
+}
+COLUMNS = ["exp", "run", "arch", "resolution", "train_images", "eval_images", "train_s", "eval_s", "device_hours"]
+
+
+@dataclass
+class Work:
+    """What a run computes: (bench variant, mode, images) per part, at the run's resolution."""
+    arch: str
+    v1_arch: Optional[str]
+    resolution: int
+    parts: list  # [(variant, mode, images, kind)] with kind "train" or "eval"
+
+
+def load_runs(configfile, snakefile=None, workdir=None):
+    """(run id -> run config, detection run id -> config, manifest rows, the config) of `configfile`, from the
+    workflow's registry (Snakefile parsed by Snakemake's API; data and weights existence not checked)."""
+    import tempfile
+
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import (ConfigSettings, DeploymentSettings, OutputSettings, Quietness,
+                                          ResourceSettings, StorageSettings, WorkflowSettings)
+
+    snakefile = Path(snakefile or REPO / "Snakefile").resolve()
+    if not snakefile.is_file():
+        raise FileNotFoundError(f"no Snakefile at {snakefile}; `quadranet plan` runs in a checkout of the repository "
+                                f"(or give --snakefile)")
+    configfile = Path(configfile).resolve()
+    old, cwd = os.environ.get("QUADRANET_PLAN"), os.getcwd()
+    os.environ["QUADRANET_PLAN"] = "1"  # common.smk: skip the data / weights existence checks
+    try:
+        with tempfile.TemporaryDirectory() as tmp, SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
+            wf = api.workflow(snakefile=snakefile, workdir=Path(workdir or tmp),
+                              config_settings=ConfigSettings(configfiles=[configfile]),
+                              resource_settings=ResourceSettings(), storage_settings=StorageSettings(),
+                              workflow_settings=WorkflowSettings(), deployment_settings=DeploymentSettings())
+            g = wf._workflow.globals
+            return dict(g["RUNS"]), dict(g["DETECT_RUNS"]), list(g["MANIFEST"]), dict(g["config"]), g["SHEET"]
+    finally:
+        os.chdir(cwd)
+        if old is None:
+            os.environ.pop("QUADRANET_PLAN", None)
+        else:
+            os.environ["QUADRANET_PLAN"] = old
+
+
+def _images(data) -> tuple:
+    """(training images per epoch, evaluation images per evaluation) of a resolved data config."""
+    if data.dataset not in DATASETS:
+        raise ValueError(f"quadranet plan knows no image count of data.dataset={data.dataset!r}; "
+                         f"known: {sorted(DATASETS)}")
+    d = DATASETS[data.dataset]
+    classes = len(data.classes) if data.classes else d["classes"]
+    train = round(d["train"] * classes / d["classes"])
+    if data.train_per_class:
+        train = min(train, data.train_per_class * classes)
+    if data.train_limit:
+        train = min(train, data.train_limit)
+    if data.eval_split == "val":
+        train, evaluate = train - data.val_size, data.val_size
+    else:
+        evaluate = round(d["eval"] * classes / d["classes"])
+    if data.eval_limit:
+        evaluate = min(evaluate, data.eval_limit)
+    return train, evaluate
+
+
+def _variant(cfg, trainable) -> str:
+    groups = set(trainable)
+    if cfg.method == "scratch":
+        if cfg.model.arch.startswith("quadranet_v1_"):
+            return "v1"
+        return "adapted" if cfg.model.quadratic else "first_order"
+    if groups == {"head"}:
+        return "head"
+    if cfg.method == "finetune":
+        return "first_order"
+    if cfg.method == "lora":
+        return "lora"
+    if "all" in groups or "primary" in groups:
+        return "adapted_memeff" if cfg.adapter.memory_efficient else "adapted"
+    return "adapted_frozen"
+
+
+EVAL_VARIANT = {"first_order": "first_order", "head": "first_order", "adapted": "adapted", "adapted_frozen": "adapted",
+                "adapted_memeff": "adapted", "v1": "v1", "lora": "lora"}
+DEFAULT_GROUPS = {"scratch": ["all"], "finetune": ["all"], "adapt": ["quadratic", "head"], "lora": ["lora", "head"]}
+
+
+def run_work(run_cfg: dict, v1_arch: Optional[str] = None) -> Work:
+    """The images each part of a run computes, from its (workflow) config."""
+    from .config import load_config
+
+    cfg = load_config(base=run_cfg)
+    train_images, eval_images = _images(cfg.data)
+    steps_per_epoch = train_images // cfg.data.batch_size  # the sampler drops the last incomplete batch
+    stages = [(s.epochs, s.trainable) for s in cfg.train.stages] or [(cfg.train.epochs, DEFAULT_GROUPS[cfg.method])]
+    parts, epoch = [], 0
+    total = sum(e for e, _ in stages)
+    for epochs, trainable in stages:
+        variant = _variant(cfg, trainable)
+        parts.append((variant if variant != "head" else "first_order", "infer" if variant == "head" else "train",
+                      steps_per_epoch * cfg.data.batch_size * epochs, "train"))
+        evals = sum(1 for e in range(epoch + 1, epoch + epochs + 1) if e % cfg.train.eval_every == 0 or e == total)
+        parts.append((EVAL_VARIANT[variant], "infer", evals * eval_images, "eval"))
+        epoch += epochs
+    arch = cfg.model.arch
+    return Work(arch=arch, v1_arch=v1_arch, resolution=cfg.data.resolution, parts=parts)
+
+
+def read_bench(paths) -> "pd.DataFrame":
+    import pandas as pd
+
+    frames = [pd.read_csv(p) for p in paths]
+    df = pd.concat(frames, ignore_index=True)
+    missing = {"model", "variant", "mode", "input_size", "images_per_s"} - set(df.columns)
+    if missing:
+        raise ValueError(f"{paths}: not `quadranet bench` CSVs (no column {sorted(missing)})")
+    return df
+
+
+def probe(models, device="auto", batch=32, steps=3, warmup=1) -> "pd.DataFrame":
+    """A short `quadranet bench` on the present device of each (model, input size, V1 size or None): every variant
+    (`v1` where a V1 size is given), train and infer, `steps` timed steps after `warmup`, AdamW as the runs use."""
+    import pandas as pd
+
+    from .bench import VARIANTS, benchmark
+
+    frames = []
+    for model, size, v1_size in sorted(models, key=str):
+        variants = [v for v in VARIANTS if v != "v1" or v1_size]
+        print(f"plan: probing {model} at {size} px on {device}: {', '.join(variants)}, {steps} steps each",
+              flush=True)
+        frames.append(benchmark(model=model, variants=variants, modes=("train", "infer"), batch=batch,
+                                input_size=size, steps=steps, warmup=warmup, device=device, v1_size=v1_size,
+                                optimizer="adamw"))
+    return pd.concat(frames, ignore_index=True)
+
+
+def bench_model(rid, work, backbone_of, sheet) -> tuple:
+    """(bench model, V1 size or None) whose bench rows give run `rid`'s throughput: a V1 network's is the `v1`
+    variant of its backbone's bench (`quadranet bench --model <backbone arch> --v1-size <size>`)."""
+    backbone = backbone_of.get(rid)
+    row = sheet.loc[backbone] if sheet is not None and backbone in sheet.index else None
+    if work.arch.startswith("quadranet_v1_"):
+        return (row["arch"] if row is not None else work.arch), work.arch.removeprefix("quadranet_v1_")
+    v1 = row["v1_arch"] if row is not None and row["v1_arch"] else None
+    return work.arch, (v1.removeprefix("quadranet_v1_") if v1 else None)
+
+
+def throughput(bench, model, variant, mode, resolution) -> Optional[float]:
+    """images/s of (model, variant, mode) at `resolution`, from the bench row at the nearest input size, scaled by
+    pixel count; None when the bench has no such row."""
+    rows = bench[(bench["model"] == model) & (bench["variant"] == variant) & (bench["mode"] == mode)]
+    if rows.empty:
+        return None
+    row = rows.iloc[(rows["input_size"] - resolution).abs().argsort().iloc[0]]
+    return float(row["images_per_s"]) * (row["input_size"] / resolution) ** 2
+
+
+def roles(manifest) -> tuple:
+    """(run id -> its first experiment, run id -> its backbone) from the workflow's manifest rows."""
+    exp_of, backbone_of = {}, {}
+    for row in manifest:
+        exp_of.setdefault(row["run"], row["exp"])
+        backbone_of.setdefault(row["run"], row["backbone"])
+    return exp_of, backbone_of
+
+
+def project(runs: dict, manifest: list, bench, sheet=None) -> "pd.DataFrame":
+    """One row per run: its experiment, images, projected train / eval device-seconds and device-hours."""
+    import pandas as pd
+
+    exp_of, backbone_of = roles(manifest)
+    rows, missing = [], set()
+    for rid, cfg in runs.items():
+        work = run_work(cfg)
+        model, _ = bench_model(rid, work, backbone_of, sheet)
+        seconds = {"train": 0.0, "eval": 0.0}
+        images = {"train": 0, "eval": 0}
+        for variant, mode, n, kind in work.parts:
+            images[kind] += n
+            if n == 0:
+                continue
+            rate = throughput(bench, model, variant, mode, work.resolution)
+            if rate is None:
+                missing.add((model, variant, mode))
+                seconds[kind] = math.nan
+            else:
+                seconds[kind] += n / rate
+        rows.append(dict(exp=exp_of.get(rid, rid.split("/")[0]), run=rid, arch=work.arch, resolution=work.resolution,
+                         train_images=images["train"], eval_images=images["eval"], train_s=seconds["train"],
+                         eval_s=seconds["eval"], device_hours=(seconds["train"] + seconds["eval"]) / 3600))
+    if missing:
+        models = sorted({m for m, _, _ in missing})
+        raise ValueError(f"the bench has no throughput of {len(missing)} (model, variant, mode) the runs need, models "
+                         f"{models}; leave out --bench to probe the present device, or measure each model M at the "
+                         f"runs' resolution R (`quadranet bench --model M --input-size R --out M.csv`, with "
+                         f"--v1-size S where it has a V1 counterpart) and pass the CSVs to --bench")
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def summary(df) -> "pd.DataFrame":
+    """Per experiment, then the whole config: runs, images and projected device-hours."""
+    import pandas as pd
+
+    per = df.groupby("exp", sort=False).agg(runs=("run", "size"), train_images=("train_images", "sum"),
+                                            eval_images=("eval_images", "sum"), device_hours=("device_hours", "sum"))
+    total = pd.DataFrame([dict(runs=len(df), train_images=df["train_images"].sum(),
+                               eval_images=df["eval_images"].sum(), device_hours=df["device_hours"].sum())],
+                         index=["total"])
+    return pd.concat([per, total]).rename_axis("exp").reset_index()
+
+
+def compare_reference(df, reference) -> "pd.DataFrame":
+    """Each planned run that the reference folder holds, projected against measured device-seconds (train + eval,
+    the cost metrics.json reports), and the images counted against the run's own count."""
+    import json
+
+    import pandas as pd
+
+    rows = []
+    for _, r in df.iterrows():
+        path = Path(reference) / "runs" / r["run"] / "metrics.json"
+        if not path.is_file():
+            continue
+        m = json.loads(path.read_text())
+        measured = m["device_seconds"]["train"] + m["device_seconds"]["eval"]
+        projected = r["train_s"] + r["eval_s"]
+        rows.append(dict(run=r["run"], exp=r["exp"], images_planned=r["train_images"], images_seen=m["images_seen"],
+                         projected_s=projected, measured_s=measured, error=projected / measured - 1))
+    return pd.DataFrame(rows)
+
+
+def cmd_plan(args) -> None:
+    """Projected device-hours of a workflow config, per run, per experiment and in all, before anything runs."""
+    import pandas as pd
+
+    from . import io
+
+    runs, detect_runs, manifest, config, sheet = load_runs(args.configfile, args.snakefile)
+    print(f"plan: {len(runs)} training runs" + (f", {len(detect_runs)} detection runs (not projected)"
+                                                if detect_runs else "") + f" in {args.configfile}", flush=True)
+    if args.bench:
+        bench = read_bench(args.bench)
+    else:
+        _, backbone_of = roles(manifest)
+        models = {}  # (model, resolution) -> V1 size
+        for rid, cfg in runs.items():
+            work = run_work(cfg)
+            model, v1_size = bench_model(rid, work, backbone_of, sheet)
+            models[(model, work.resolution)] = models.get((model, work.resolution)) or v1_size
+        bench = probe({(m, r, v) for (m, r), v in models.items()}, device=args.device, batch=args.probe_batch,
+                      steps=args.probe_steps)
+        io.write_text(Path(args.out).with_name(Path(args.out).stem + "_bench.csv"), bench.to_csv(index=False))
+    devices = ", ".join(sorted(set(bench["device"].astype(str)))) if "device" in bench else "?"
+    print(f"plan: throughput measured on {devices}" + (f" ({', '.join(args.bench)})" if args.bench else
+                                                        " (probe)"), flush=True)
+    df = project(runs, manifest, bench, sheet)
+    table = summary(df)
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    out = Path(args.out)
+    io.write_text(out, df.to_csv(index=False))
+    io.write_text(out.with_name(out.stem + "_summary.csv"), table.to_csv(index=False))
+    print(f"wrote {out} (per run) and {out.with_name(out.stem + '_summary.csv')} (per experiment, total)")
+    if args.reference:
+        cmp = compare_reference(df, args.reference)
+        if cmp.empty:
+            raise ValueError(f"{args.reference} holds none of this config's runs")
+        total = cmp["projected_s"].sum() / cmp["measured_s"].sum() - 1
+        per_exp = cmp.groupby("exp").apply(lambda g: g["projected_s"].sum() / g["measured_s"].sum() - 1,
+                                           include_groups=False)
+        print(f"against {args.reference}: {len(cmp)} of {len(df)} runs; projected {cmp['projected_s'].sum():.0f} "
+              f"device-s, measured {cmp['measured_s'].sum():.0f}: error {total:+.1%} (per experiment: "
+              + ", ".join(f"{e} {v:+.1%}" for e, v in per_exp.items())
+              + f"; per run: median |error| {cmp['error'].abs().median():.1%}, max {cmp['error'].abs().max():.1%}); "
+              f"images planned = seen in {int((cmp['images_planned'] == cmp['images_seen']).sum())} of {len(cmp)}")
+        io.write_text(out.with_name(out.stem + "_vs_reference.csv"), cmp.to_csv(index=False))
+
+
+def add_parser(subparsers) -> None:
+    """Register `plan` on the `quadranet` CLI's subparsers."""
+    p = subparsers.add_parser("plan", help=cmd_plan.__doc__, description=__doc__.split("\n\n")[0])
+    p.add_argument("--configfile", default=str(REPO / "workflow" / "config" / "default.yaml"),
+                   help="workflow config (default: workflow/config/default.yaml)")
+    p.add_argument("--bench", nargs="+", metavar="CSV", help="`quadranet bench` CSVs (e.g. measured on your GPU); "
+                   "without: a short probe on the present device")
+    p.add_argument("--device", default="auto", help="probe device: auto (cuda if available), cpu, cuda:1, ...")
+    p.add_argument("--probe-steps", type=int, default=3, help="timed steps per variant and mode of the probe")
+    p.add_argument("--probe-batch", type=int, default=32, help="batch of the probe")
+    p.add_argument("--snakefile", default=None, help="default: this checkout's Snakefile")
+    p.add_argument("--out", default="results/plan.csv", help="per-run CSV; <stem>_summary.csv beside it")
+    p.add_argument("--reference", help="a reference folder (results/reference/<hardware>): compare the projection "
+                   "with the device-seconds its runs measured")
+    p.set_defaults(func=cmd_plan)

@@ -1,0 +1,57 @@
+"""`quadranet plan`: the workflow's runs, their images, and device-hours from a bench, checked against reality."""
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from quadranet import plan
+from quadranet.cli import main
+
+REPO = Path(__file__).parents[1]
+REFERENCE = REPO / "results" / "reference" / "cpu-2core-amd-epyc-default"
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("snakemake") is None, reason="snakemake is not installed")
+
+
+def test_default_projection_is_within_25_percent_of_the_reference_runs():
+    """The default config projected from the bench its reference run measured (E5, same machine) against the
+    device-seconds (train + eval) of its committed reference runs."""
+    runs, _, manifest, _, sheet = plan.load_runs(REPO / "workflow" / "config" / "default.yaml")
+    df = plan.project(runs, manifest, plan.read_bench([REFERENCE / "bench" / "test_convnext.csv"]), sheet)
+    cmp = plan.compare_reference(df, REFERENCE)
+    assert len(cmp) == len(df) == len(runs)  # every run of the default is a reference run
+    assert (cmp["images_planned"] == cmp["images_seen"]).all()  # images x epochs counted exactly
+    error = cmp["projected_s"].sum() / cmp["measured_s"].sum() - 1
+    assert abs(error) < 0.25, error
+
+
+def fake_bench(models, size=224, rate=1000.0):
+    return pd.DataFrame([dict(model=m, variant=v, mode=mode, input_size=size, images_per_s=rate, device="test")
+                         for m in models for v in ("first_order", "adapted", "adapted_frozen", "adapted_memeff",
+                                                   "v1", "lora") for mode in ("train", "infer")])
+
+
+def test_paper_config_is_planned_per_experiment_before_its_data_exists(tmp_path, capsys):
+    models = ["convnext_tiny", "convnext_small", "convnext_base", "tf_efficientnet_lite0", "efficientnet_lite0",
+              "efficientnet_lite1", "efficientnet_lite2"]
+    bench = tmp_path / "gpu.csv"
+    fake_bench(models).to_csv(bench, index=False)
+    out = tmp_path / "plan.csv"
+    assert main(["plan", "--configfile", str(REPO / "workflow" / "config" / "paper.yaml"), "--bench", str(bench),
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "detection runs (not projected)" in printed and "total" in printed
+    summary = pd.read_csv(tmp_path / "plan_summary.csv")
+    assert {"pretrain", "e1", "e2", "e3", "e4", "total"} <= set(summary["exp"])
+    per_run = pd.read_csv(out)
+    assert summary.set_index("exp").loc["total", "device_hours"] == pytest.approx(per_run["device_hours"].sum())
+    # ImageNet-1K: a from-scratch run sees 300 epochs of the training set (less the last incomplete batch)
+    scratch = per_run[per_run["run"] == "e1/convnext_tiny/scratch/in1k/seed0"].iloc[0]
+    assert scratch["train_images"] == 1_281_167 // 4096 * 4096 * 300
+    assert scratch["train_s"] == pytest.approx(scratch["train_images"] / 1000.0 * (224 / 224) ** 2)
+
+
+def test_a_missing_bench_row_names_the_models_to_measure(tmp_path):
+    runs, _, manifest, _, sheet = plan.load_runs(REPO / "workflow" / "config" / "smoke.yaml")
+    with pytest.raises(ValueError, match=r"models \['test_convnext'\]"):
+        plan.project(runs, manifest, fake_bench(["convnext_atto"], size=32), sheet)
