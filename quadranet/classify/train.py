@@ -81,7 +81,7 @@ def share_batches(dataset, cfg: RunConfig, device: torch.device) -> list:
 
 def _to_device(x, y, device, cfg):
     x = x.to(device, non_blocking=True)
-    if device.type == "cuda" and cfg.train.channels_last:
+    if cfg.train.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return x, y.to(device, non_blocking=True)
 
@@ -96,7 +96,7 @@ def _run(run: Session) -> dict:
     model, build_info = build_model(cfg, num_classes(cfg))
     train_set, eval_set = build_data(cfg, model)
     model.to(device)
-    if device.type == "cuda" and cfg.train.channels_last:
+    if cfg.train.channels_last:
         model.to(memory_format=torch.channels_last)
     input_size = (cfg.data.channels, cfg.data.resolution, cfg.data.resolution)
     params = sum(p.numel() for p in model.parameters())

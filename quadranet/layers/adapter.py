@@ -18,7 +18,7 @@ from timm.layers import Conv2dSame
 from timm.layers.padding import pad_same
 from torch import Tensor, nn
 
-from .fused import depthwise_quadratic
+from .fused import depthwise_quadratic, ops
 from .grouped import ConvGeometry, grouped_pointwise, one_tap
 from .product import check_kernel, quadratic_product
 
@@ -152,6 +152,8 @@ class QuadraticAdapter(AdapterLayer):
         self.kernel, self.memory_efficient = kernel, memory_efficient
         self.quad_a, self.quad_b = self.factor(), self.factor()
         self.quad_out = self.projection()
+        if isinstance(primary, nn.Conv2d) and primary.weight.device.type == "cpu":
+            ops()  # build (once per machine) or load the fused CPU kernel now, not inside a timed training step
 
     def _geometry(self) -> Optional[ConvGeometry]:
         a = self.quad_a
