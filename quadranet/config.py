@@ -35,7 +35,7 @@ DEVICES = ("auto", "cpu", "cuda")
 PROGRESS = ("auto", "bar", "lines", "none")
 # run control: keys that do not change what a run computes, left out of the config hash (every task's config)
 RUN_CONTROL = ("train.log_every", "train.checkpoint_every", "train.checkpoint_dir", "train.progress",
-               "train.keep_checkpoint", "data.num_workers", "data.eval_batch_size", "name")
+               "train.keep_checkpoint", "train.carbon_intensity", "data.num_workers", "data.eval_batch_size", "name")
 # choices every task's config shares
 COMMON_CHOICES = {"adapter.kernel": KERNELS, "train.optimizer": OPTIMIZERS, "train.amp": AMP,
                   "train.device": DEVICES, "train.progress": PROGRESS}
@@ -111,7 +111,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     grad_clip: Optional[float] = None
     amp: str = "auto"  # auto: bf16 on GPU, none on CPU
-    channels_last: bool = True  # applied on GPU only
+    channels_last: bool = True  # on every device: the faster layout on the GPU and on this CPU (README, performance)
     compile: bool = False
     device: str = "auto"
     eval_every: int = 1  # epochs
@@ -124,6 +124,7 @@ class TrainConfig:
     checkpoint_dir: Optional[str] = None  # None: <out>/checkpoints
     progress: str = "auto"  # auto: a bar on a terminal, plain lines otherwise; "bar", "lines", "none"
     keep_checkpoint: bool = False  # keep the last checkpoint once the run completed
+    carbon_intensity: Optional[float] = None  # g CO2e per kWh of the grid; None: the world average (README)
 
 
 @dataclass
@@ -152,7 +153,7 @@ CHOICES = {
 POSITIVE = ("adapter.rank", "adapter.dilation", "adapter.kernel_size", "adapter.lora_rank",
             "data.resolution", "data.batch_size", "data.eval_batch_size", "data.train_per_class",
             "data.train_limit", "data.eval_limit", "model.num_classes", "train.lr", "train.log_every",
-            "train.checkpoint_every", "train.eval_every", "train.grad_clip")
+            "train.checkpoint_every", "train.eval_every", "train.grad_clip", "train.carbon_intensity")
 NON_NEGATIVE = ("seed", "data.val_size", "data.split_seed", "data.num_workers", "train.epochs",
                 "train.weight_decay", "train.warmup_epochs", "train.min_lr", "model.drop_path_rate")
 

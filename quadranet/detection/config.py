@@ -108,6 +108,7 @@ class DetTrainConfig:
     checkpoint_dir: Optional[str] = None  # None: <out>/checkpoints
     progress: str = "auto"  # auto: a bar on a terminal, plain lines otherwise; "bar", "lines", "none"
     keep_checkpoint: bool = False  # keep the last checkpoint once the run completed
+    carbon_intensity: Optional[float] = None  # g CO2e per kWh of the grid; None: the world average (README)
 
 
 @dataclass
@@ -166,7 +167,7 @@ POSITIVE = ("model.fpn_channels", "model.anchor_size", "model.box_head_dim", "mo
             "model.roi_batch", "adapter.rank", "adapter.dilation", "adapter.kernel_size",
             "data.min_size", "data.max_size", "data.batch_size", "data.eval_batch_size", "data.train_limit",
             "data.eval_limit", "train.epochs", "train.lr", "train.log_every", "train.checkpoint_every",
-            "train.grad_clip", "train.warmup_factor")
+            "train.grad_clip", "train.warmup_factor", "train.carbon_intensity")
 NON_NEGATIVE = ("seed", "data.num_workers", "train.weight_decay", "train.momentum", "train.warmup_steps",
                 "train.eval_every", "model.score_thresh")
 

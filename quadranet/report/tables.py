@@ -57,6 +57,25 @@ def _col(df: pd.DataFrame, name: str, default=math.nan) -> pd.Series:
     return df[name] if name in df else pd.Series(default, index=df.index)
 
 
+def energy_columns(r: pd.DataFrame) -> pd.DataFrame:
+    """energy_wh / co2e_g of each run (NaN where it was not measured or estimated, as in runs before issue 16) and
+    energy_how: 'measured' or 'estimated' (the first word of its source label)."""
+    how = _col(r, "energy_source", None).map(lambda s: s.split(":")[0] if isinstance(s, str) and ":" in s else "")
+    return r.assign(energy_wh=1000 * _col(r, "energy_kwh"), co2e_g=1000 * _col(r, "co2e_kg"),
+                    energy_how=how.where(how != "unavailable", ""))
+
+
+def energy_label(r: pd.DataFrame, keys: list) -> list:
+    """Per group of `keys`: how its energy was obtained ('estimated', 'measured', both joined; '' without)."""
+    return [", ".join(sorted({v for v in g if v})) for _, g in r.groupby(keys, sort=False, dropna=False)["energy_how"]]
+
+
+ENERGY_NOTE = ("energy (Wh) and CO2e (g): per run, of the whole process (start-up included), mean ± std over seeds; "
+               "'estimated' = CodeCarbon's load-based model on a CPU without readable RAPL, 'measured' = NVML on a "
+               "GPU or RAPL; CO2e = energy x the grid intensity of the run's train.carbon_intensity (metrics.json "
+               "carries the label, wattages and intensity of each run). Empty where no run measured energy.")
+
+
 # ---------------------------------------------------------------- writers
 def to_markdown(df: pd.DataFrame) -> str:
     cells = [[str(c) for c in df.columns]] + [["" if pd.isna(v) else str(v) for v in row] for row in df.values]
@@ -145,10 +164,11 @@ def table1_adaptation(runs, curves, bench, tolerance_pp: float = TOLERANCE_PP):
     if r.empty:
         return r, r, ["E1 not run (e1.enabled false, or no run finished)."]
     keys = ["hardware", "backbone", "variant", "method"]
-    r = share_columns(r).assign(trainable_m=r["trainable_params"] / 1e6, params_m=r["params"] / 1e6,
-                                steps=_col(r, "steps"), eval_images=_col(r, "eval_images"))
+    r = energy_columns(share_columns(r)).assign(trainable_m=r["trainable_params"] / 1e6, params_m=r["params"] / 1e6,
+                                                steps=_col(r, "steps"), eval_images=_col(r, "eval_images"))
     s = summarise(r, keys, ["acc1", "initial_acc1", "cost_s", "trainable_m", "params_m", "steps", "eval_images",
-                            "qs_start", "qs_end"])
+                            "qs_start", "qs_end", "energy_wh", "co2e_g"])
+    s["energy_how"] = energy_label(r, keys)
     s["acc1_half"] = r.groupby(keys, sort=False, dropna=False)["acc1"].apply(lambda v: t_interval(v)["half"]).values
     s["acc1_binomial_se"] = [binomial_se(a, n) for a, n in zip(s["acc1_mean"], s["eval_images_mean"])]
     sv = savings(runs, curves, tolerance_pp)
@@ -169,6 +189,8 @@ def table1_adaptation(runs, curves, bench, tolerance_pp: float = TOLERANCE_PP):
         "start top-1 (%)": s["initial_acc1_mean"].map(_fmt),
         "quadratic share": [_share(a, b) for a, b in zip(s["qs_start_mean"], s["qs_end_mean"])],
         "cost (device-s)": [pm(m, d, 1) for m, d in zip(s["cost_s_mean"], s["cost_s_std"])],
+        "energy (Wh)": [pm(m, d, 3) for m, d in zip(s["energy_wh_mean"], s["energy_wh_std"])],
+        "CO2e (g)": s["co2e_g_mean"].map(lambda v: _fmt(v, ".3f")), "energy is": s["energy_how"],
         "target (%)": _col(s, "target_acc1").map(_fmt),
         "scratch converged": ["" if pd.isna(c) else f"{'yes' if c else 'no'} ({g:+.2f} pp)" for c, g in
                               zip(_col(s, "converged", None), _col(s, "scratch_last_quarter_gain_pp"))],
@@ -191,7 +213,7 @@ def table1_adaptation(runs, curves, bench, tolerance_pp: float = TOLERANCE_PP):
              "quadratic share: median over adapted layers of RMS(quadratic or LoRA branch output) / RMS(primary "
              "output) at the end of training (start→end).",
              *savings_notes(tolerance_pp),
-             f"adapt - scratch top-1: paired by seed, {INTERVAL_RULE}.",
+             f"adapt - scratch top-1: paired by seed, {INTERVAL_RULE}.", ENERGY_NOTE,
              *[f"{row['hardware']} / {row['backbone']} / {row['variant']}: {describe(row)}."
                for _, row in sv.iterrows()],
              provenance_note(r)]
@@ -209,8 +231,10 @@ def table2_pretraining_scale(runs, curves, bench, tolerance_pp: float = TOLERANC
         return [col.get((h, p), math.nan) if isinstance(p, str) else 0.0
                 for h, p in zip(r["hardware"], r["pretrained_run"])]
 
-    r = r.assign(pretrain_s=of_pretraining("cost_s"), source_images=of_pretraining("train_images"))
-    s = summarise(r, ["hardware", "backbone", "method", "variant"], ["acc1", "cost_s", "pretrain_s", "source_images"])
+    r = energy_columns(r.assign(pretrain_s=of_pretraining("cost_s"), source_images=of_pretraining("train_images")))
+    s = summarise(r, ["hardware", "backbone", "method", "variant"],
+                  ["acc1", "cost_s", "pretrain_s", "source_images", "energy_wh", "co2e_g"])
+    s["energy_how"] = energy_label(r, ["hardware", "backbone", "method", "variant"])
     rows = []
     for (hw, bb, variant), g in r.groupby(["hardware", "backbone", "variant"], sort=False):
         if variant == "none":
@@ -228,6 +252,8 @@ def table2_pretraining_scale(runs, curves, bench, tolerance_pp: float = TOLERANC
         "pretraining (device-s)": s["pretrain_s_mean"].map(lambda v: "" if pd.isna(v) or not v else f"{v:.0f}"),
         "seeds": s["seeds"], "top-1 (%)": [pm(m, d) for m, d in zip(s["acc1_mean"], s["acc1_std"])],
         "cost (device-s)": [pm(m, d, 1) for m, d in zip(s["cost_s_mean"], s["cost_s_std"])],
+        "energy (Wh)": [pm(m, d, 3) for m, d in zip(s["energy_wh_mean"], s["energy_wh_std"])],
+        "CO2e (g)": s["co2e_g_mean"].map(lambda v: _fmt(v, ".3f")), "energy is": s["energy_how"],
         "target (%)": _col(s, "target_acc1").map(_fmt),
         "savings to target": _col(s, "savings_to_target").map(lambda v: _fmt(100 * v, ".1f", "%")),
         "per seed [95% CI] (%)": [_ci(m, lo, hi, n, 100, ".1f") for m, lo, hi, n in zip(
@@ -238,7 +264,7 @@ def table2_pretraining_scale(runs, curves, bench, tolerance_pp: float = TOLERANC
              "without pretraining are the from-scratch references. The paper's larger-scale setting is "
              "ImageNet-21K pretraining (its table 2; numbers not public to us).",
              "savings: as in table 1 (one definition, quadranet/report/savings.py), against the scratch rows of "
-             "the same backbone.", *savings_notes(tolerance_pp), provenance_note(r)]
+             "the same backbone.", *savings_notes(tolerance_pp), ENERGY_NOTE, provenance_note(r)]
     return s, shown, notes
 
 

@@ -2,17 +2,20 @@
 
 Device-seconds are wall-clock seconds times the number of devices the run holds, measured with
 synchronised timers (a GPU clock reads only after the queued work finished), never estimated.
-Energy comes from NVML's cumulative counter on GPUs, or from Linux RAPL on CPUs when readable (the
-whole CPU package, other processes included; labelled so); otherwise it is null.
+Energy comes from NVML's cumulative counter on GPUs and from CodeCarbon's offline tracker on CPUs (RAPL where
+readable, else its load-based estimate), each labelled with how it was obtained (`EnergyMeter`); CO2e is energy
+times the grid's carbon intensity (`train.carbon_intensity`, default DEFAULT_CARBON_INTENSITY).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import platform
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -81,42 +84,130 @@ class DeviceClock:
         return sum(self.seconds[p] for p in COST_PHASES) + extra
 
 
+# Grid carbon intensity (g CO2e per kWh) when a run's config names none: the world average of electricity
+# generation, 475 g/kWh (IEA, Global Energy & CO2 Status Report 2019, for 2018). Set train.carbon_intensity for
+# the grid a run draws from.
+DEFAULT_CARBON_INTENSITY = 475.0
+
+
 class EnergyMeter:
-    """Cumulative energy in joules over the devices of this process, or None where nothing measures it."""
+    """Cumulative energy (joules) of this process's device since the meter started, with `source`, a label that says
+    how it was obtained:
+    - "measured: nvml ..." on a GPU (the board's energy counter, through the NVML bindings);
+    - "measured: CodeCarbon RAPL ..." or "estimated: CodeCarbon ..." on a CPU: CodeCarbon's offline tracker in
+      process mode reads RAPL where it can, else estimates from this process's CPU load and its CPU power table
+      (the label gives the model and the wattages it used), RAM at its per-size power;
+    - "unavailable: <why>" where neither works (energy is then None; the run goes on).
+    The field's libraries, not hand-written sysfs readers, as issue 16 asks."""
 
-    RAPL = Path("/sys/class/powercap/intel-rapl:0/energy_uj")
+    def __init__(self, device: torch.device, output_dir: Optional[Path] = None):
+        self.carried = 0.0  # energy of earlier attempts of the run, up to the checkpoint it resumes from
+        t0 = time.perf_counter()
+        try:
+            self._open(device, output_dir)
+        finally:
+            self.seconds = time.perf_counter() - t0  # wall seconds spent tracking (its overhead)
 
-    def __init__(self, device: torch.device):
-        self.source, self._read = None, None
+    def _open(self, device: torch.device, output_dir: Optional[Path]) -> None:
+        self.joules, self.source, self._read, self._tracker, self._starting = None, None, None, None, None
         if device.type == "cuda":
             try:
-                import pynvml
+                import pynvml  # the NVML bindings (nvidia-ml-py)
 
                 pynvml.nvmlInit()
                 handle = pynvml.nvmlDeviceGetHandleByIndex(device.index or 0)
                 pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)  # raises where unsupported
-                self.source = "nvml (GPU board, this process's device)"
+                self.source = "measured: nvml (GPU board energy counter, this process's device)"
                 self._read = lambda: pynvml.nvmlDeviceGetTotalEnergyConsumption(handle) / 1e3  # mJ -> J
-            except Exception:  # no pynvml, or a GPU without an energy counter
-                pass
-        elif os.access(self.RAPL, os.R_OK):
-            max_uj = int((self.RAPL.parent / "max_energy_range_uj").read_text())
-            self.source = "rapl (CPU package 0, whole machine, measured)"
-            self._wrap = max_uj
-            self._read = lambda: int(self.RAPL.read_text()) / 1e6
-        self.joules = 0.0 if self._read else None
-        self._last = self._read() if self._read else None
+                self._last = self._read()
+                self.joules = 0.0
+            except Exception as e:  # no bindings, or a GPU without an energy counter
+                self.source = f"unavailable: nvml ({type(e).__name__}: {e})"
+            return
+        # CodeCarbon's hardware detection waits about 1.5 s (a CPU-info subprocess): it runs beside the run's
+        # start-up (model and data building) in a thread, which the first update() joins
+        self._starting = threading.Thread(target=self._start_tracker, args=(output_dir,), daemon=True)
+        self._starting.start()
+
+    def _start_tracker(self, output_dir: Optional[Path]) -> None:
+        try:
+            self._open_tracker(output_dir)
+        except Exception as e:  # the library missing or failing: the run goes on without energy
+            self._tracker, self.joules = None, None
+            self.source = f"unavailable: codecarbon ({type(e).__name__}: {e})"
+
+    def _open_tracker(self, output_dir: Optional[Path]) -> None:
+        import logging
+        import tempfile
+
+        from codecarbon import OfflineEmissionsTracker
+
+        logging.getLogger("codecarbon").setLevel(logging.ERROR)
+        folder = Path(output_dir or tempfile.gettempdir())
+        folder.mkdir(parents=True, exist_ok=True)
+        # nothing is written (no output method); measure_power_secs: it samples when we ask (update). Its own
+        # emissions figure is not used: CO2e is ours, from train.carbon_intensity (the country only satisfies it)
+        self._tracker = OfflineEmissionsTracker(
+            country_iso_code="USA", output_dir=str(folder), output_methods=[], log_level="error",
+            measure_power_secs=3600, tracking_mode="process")
+        self._tracker.start_task("run")
+        self.joules, self.source = 0.0, "codecarbon (starting)"
+
+    def carry_on(self, joules: Optional[float]) -> None:
+        """Resume a run: count on from `joules` (its checkpoint's; work after that checkpoint is lost, not counted)."""
+        self.carried = joules or 0.0
 
     def update(self) -> Optional[float]:
-        if self._read is None:
-            return None
-        now = self._read()
-        delta = now - self._last
-        if delta < 0 and self.source.startswith("rapl"):  # counter wrapped
-            delta += self._wrap / 1e6
-        self.joules += delta
-        self._last = now
+        """Energy of the run up to now (joules), or None where nothing measures it."""
+        t0 = time.perf_counter()
+        try:
+            joules = self._update()
+            return None if joules is None else self.carried + joules
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def _update(self) -> Optional[float]:
+        if self._starting is not None:
+            self._starting.join()
+            self._starting = None
+        if self._read is not None:
+            now = self._read()
+            self.joules += now - self._last
+            self._last = now
+        elif self._tracker is not None:
+            try:
+                data = self._tracker.stop_task()
+                self.joules += data.energy_consumed * 3.6e6  # kWh -> J
+                self.source = self._label(data)
+                self._tracker.start_task("run")
+            except Exception as e:  # noqa: BLE001 (energy is a nicety; never fail a run over it)
+                self._tracker, self.joules = None, None
+                self.source = f"unavailable: codecarbon failed ({type(e).__name__}: {e})"
         return self.joules
+
+    def _label(self, data) -> str:
+        import codecarbon
+
+        hw = self._tracker.get_detected_hardware()
+        # CodeCarbon 3.3 says how it obtained CPU power only in its CPU object's `_mode` (no public accessor)
+        mode = next((getattr(h, "_mode", None) for h in getattr(self._tracker, "_hardware", [])
+                     if type(h).__name__ == "CPU"), None)
+        how = "measured" if mode in ("intel_rapl", "intel_power_gadget", "powermetrics") else "estimated"
+        return (f"{how}: CodeCarbon {codecarbon.__version__} offline tracker, process mode, CPU power mode "
+                f"{mode or 'unknown'} ({hw.get('cpu_model')}, {hw.get('cpu_count')} threads, {data.cpu_power:.1f} W "
+                f"for this process at the last sample), RAM {data.ram_power:.1f} W")
+
+    def close(self) -> None:
+        if self._starting is not None:
+            self._starting.join()
+        if self._tracker is not None:
+            with contextlib.suppress(Exception):
+                self._tracker.stop()
+
+
+def carbon_kg(joules: Optional[float], intensity_g_per_kwh: float) -> Optional[float]:
+    """kg CO2e of `joules` at a grid intensity in g CO2e per kWh."""
+    return None if joules is None else joules / 3.6e6 * intensity_g_per_kwh / 1000
 
 
 def peak_memory_mb(device: torch.device) -> Optional[float]:

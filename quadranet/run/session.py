@@ -183,7 +183,7 @@ class Session:
         self.clock = accounting.DeviceClock(self.device, info.world_size)
         self.clock.seconds["startup"] = wall() * info.world_size
         self.clock.start("startup")  # ends when the first evaluation, probe or training phase starts
-        self.energy = accounting.EnergyMeter(self.device)
+        self.energy = accounting.EnergyMeter(self.device, out)
         self.ckpt_dir = Path(cfg.train.checkpoint_dir or out / "checkpoints")
         self.state = checkpoint.load_checkpoint(self.ckpt_dir, chash)
         self.amp = amp_dtype(cfg.train.amp, self.device)
@@ -201,8 +201,7 @@ class Session:
             set_rng_state(self.state["rng"])
             self.progress = Progress(**self.state["progress"])
             self.progress.resumes += 1
-            if self.energy.joules is not None and self.progress.energy_joules is not None:
-                self.energy.joules = self.progress.energy_joules
+            self.energy.carry_on(self.progress.energy_joules)
             self.clock.seconds.update({k: v for k, v in self.progress.seconds.items() if k != "startup"})
             self.clock.seconds["startup"] += self.progress.seconds.get("startup", 0.0)
         if self.info.is_main:
@@ -317,9 +316,14 @@ class Session:
         """metrics.json's accounting: device-seconds per phase and total, devices, energy, peak memory."""
         seconds = {k: round(v, 3) for k, v in self.clock.seconds.items()}
         seconds["total"] = round(sum(seconds.values()), 3)
+        joules = self.energy.update()
+        intensity = self.cfg.train.carbon_intensity or accounting.DEFAULT_CARBON_INTENSITY
         return {"device_seconds": seconds, "device_hours": seconds["total"] / 3600,
                 "num_devices": self.info.world_size, "device_type": self.device.type,
-                "energy_joules": self.energy.update(), "energy_source": self.energy.source,
+                "energy_joules": joules, "energy_kwh": None if joules is None else joules / 3.6e6,
+                "co2e_kg": accounting.carbon_kg(joules, intensity), "energy_source": self.energy.source,
+                "carbon_intensity_g_per_kwh": intensity,
+                "energy_tracking_s": round(self.energy.seconds, 3),  # its overhead, inside the seconds above
                 "peak_mem_mb": accounting.peak_memory_mb(self.device)}
 
     def provenance(self) -> dict:
@@ -336,6 +340,7 @@ class Session:
                 (self.ckpt_dir / checkpoint.LAST).unlink(missing_ok=True)
                 with contextlib.suppress(OSError):
                     self.ckpt_dir.rmdir()
+        self.energy.close()
         barrier(self.info)
         return metrics
 

@@ -56,6 +56,11 @@ def test_scratch_run_writes_accounting_and_provenance(source):
     assert p["config"]["model"]["arch"] == "test_convnext" and p["config_hash"] == m["config_hash"] and p["seed"] == 0
     assert "quadranet train --out" in p["command"] and p["versions"]["torch"] == torch.__version__
     assert p["hardware"]["cpu_count"] >= 1 and p["date"].startswith("20")
+    # energy: a CPU run gets CodeCarbon's figure with its label (an estimate here, RAPL where readable)
+    assert m["energy_joules"] > 0 and m["energy_kwh"] == pytest.approx(m["energy_joules"] / 3.6e6)
+    assert m["co2e_kg"] == pytest.approx(m["energy_kwh"] * m["carbon_intensity_g_per_kwh"] / 1000)
+    assert m["energy_source"].startswith(("estimated: CodeCarbon", "measured: CodeCarbon"))
+    assert 0 <= m["energy_tracking_s"] < sec["total"]
     lines = log(source)
     evals = [r for r in lines if r["event"] == "eval"]
     assert len(evals) == 3  # initial + one per epoch
@@ -131,11 +136,13 @@ def test_sigkill_mid_epoch_then_rerun_resumes_to_the_same_result(tmp_path):
     cmd = [sys.executable, "-c", killer, "train", "--out", str(out), *TINY, *args]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["progress"]["step"] == 8
+    saved = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["progress"]
+    assert saved["step"] == 8 and saved["energy_joules"] > 0
     assert not (out / "metrics.json").exists()
     cli(out, *args)
     a, b = metrics(ref), metrics(out)
     assert b["resumes"] == 1 and a["resumes"] == 0
+    assert b["energy_joules"] > saved["energy_joules"]  # energy carries on from the checkpoint's
     for key in ("acc1", "acc5", "best_acc1", "initial_acc1", "steps", "images_seen"):
         assert a[key] == b[key], key
     strip = lambda rows: [{k: v for k, v in r.items() if k not in ("wall_s", "device_s", "images_per_s", "peak_mem_mb")}

@@ -359,3 +359,17 @@ def test_reports_with_only_scratch_and_adapt(tmp_path, synthetic):
     assert claims.loc["C1", "verdict"] == claims.loc["C2", "verdict"] == HOLDS
     write_figures(*collected, tmp_path / "f")
     assert all((tmp_path / "f" / f"{name}.png").is_file() for name in FIGURES)
+
+
+def test_table1_shows_energy_with_its_label(collected):
+    runs, curves, bench = collected
+    runs = runs.copy()
+    runs["energy_kwh"], runs["co2e_kg"] = 2e-3, 1e-3  # 2 Wh, 1 g per run
+    runs["energy_source"] = "estimated: CodeCarbon 3.3.2 offline tracker, process mode, CPU power mode cpu_load"
+    from quadranet.report.tables import table1_adaptation
+
+    s, shown, notes = table1_adaptation(runs, curves, bench)
+    assert s["energy_wh_mean"].tolist() == pytest.approx([2.0] * len(s)) and set(shown["energy is"]) == {"estimated"}
+    assert set(shown["CO2e (g)"]) == {"1.000"} and any("CodeCarbon" in n for n in notes)
+    _, old, _ = table1_adaptation(*collected)  # runs without energy (before issue 16): empty cells, no error
+    assert set(old["energy (Wh)"]) == {""} and set(old["energy is"]) == {""}
