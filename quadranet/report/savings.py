@@ -16,6 +16,9 @@ Rules, per group (hardware, exp, backbone, variant; in E1 the variant is the set
 - savings_to_target = 1 - mean t_adapt / mean t_scratch (means over the seeds that reach T); the paired
   per-seed savings 1 - t_adapt(k) / t_scratch(k) (seeds where both reach T) get a 95% t-interval (stats.py).
 - savings_full_schedule = 1 - mean cost_s of whole adapt runs / mean cost_s of whole scratch runs.
+- energy_savings_full_schedule = the same in energy (energy_kwh of whole runs, start-up included), with
+  energy_savings_how: how both sides' energy was obtained ('estimated', 'measured', or 'mixed: ...': never mixed
+  silently).
 - savings_vs_fo_scratch = 1 - mean t_adapt / mean time of the fo_scratch runs to the same T.
 - pretrain_s: mean over adapt runs of the cost of the run whose weights each starts from (`pretrained_run`;
   NaN for external weights); savings_incl_pretraining = 1 - (t_adapt + pretrain_s) / t_scratch.
@@ -75,6 +78,23 @@ def _mean(s: pd.Series) -> float:
     return float(s.mean()) if len(s) else math.nan
 
 
+def _energy(runs: pd.DataFrame) -> tuple[float, set]:
+    """(mean energy_kwh, how it was obtained: the set of 'measured' / 'estimated') of runs (NaN, {} without)."""
+    kwh = runs["energy_kwh"].astype(float) if "energy_kwh" in runs else pd.Series(dtype=float)
+    src = runs["energy_source"] if "energy_source" in runs else pd.Series(dtype=object)
+    how = {s.split(":")[0] for s in src.dropna() if isinstance(s, str) and not s.startswith("unavailable")}
+    return _mean(kwh), how
+
+
+def _energy_fields(of: dict, adapt: str, scratch: str) -> dict:
+    (e_a, how_a), (e_s, how_s) = _energy(of[adapt]), _energy(of[scratch])
+    how = how_a | how_s
+    saved = 1 - e_a / e_s if e_s > 0 else math.nan  # NaN without energy on both sides
+    return {"energy_adapt_kwh": e_a, "energy_scratch_kwh": e_s, "energy_savings_full_schedule": saved,
+            "energy_savings_how": "" if not how else how.pop() if len(how) == 1 else
+            f"mixed: adapt {sorted(how_a)}, scratch {sorted(how_s)}"}
+
+
 def _group(g: pd.DataFrame, lines: dict, cost: pd.Series, tolerance_pp: float, adapt: str, scratch: str,
            fo: str) -> dict:
     """The savings columns of one group holding adapt and scratch runs."""
@@ -106,6 +126,7 @@ def _group(g: pd.DataFrame, lines: dict, cost: pd.Series, tolerance_pp: float, a
         "savings_vs_fo_scratch": 1 - t_a / t_f, "pretrain_s": pre_s,
         "savings_incl_pretraining": 1 - (t_a + pre_s) / t_s,
         "pretraining": "workflow (measured)" if pre.notna().any() else "external weights (not measured)",
+        **_energy_fields(of, adapt, scratch),
     }
 
 
@@ -144,4 +165,8 @@ def describe(row) -> str:
     if pd.notna(row["pretrain_s"]):
         s += (f"; pretraining {row['pretrain_s']:.0f} device-s, savings incl. pretraining "
               f"{pct(row['savings_incl_pretraining'])}")
+    if pd.notna(row.get("energy_savings_full_schedule", math.nan)):
+        s += (f"; energy (ours, {row['energy_savings_how']}): adapt {1000 * row['energy_adapt_kwh']:.3g} Wh vs "
+              f"scratch {1000 * row['energy_scratch_kwh']:.3g} Wh per run, full-schedule energy savings "
+              f"{pct(row['energy_savings_full_schedule'])}")
     return s

@@ -371,5 +371,13 @@ def test_table1_shows_energy_with_its_label(collected):
     s, shown, notes = table1_adaptation(runs, curves, bench)
     assert s["energy_wh_mean"].tolist() == pytest.approx([2.0] * len(s)) and set(shown["energy is"]) == {"estimated"}
     assert set(shown["CO2e (g)"]) == {"1.000"} and any("CodeCarbon" in n for n in notes)
+    # savings in energy too, with the label (C1's line in claims.md is the same describe())
+    assert any("energy (ours, estimated): adapt 2 Wh vs scratch 2 Wh per run, full-schedule energy savings 0.0%" in n
+               for n in notes)
+    from quadranet.report.figures import fig6_accuracy_vs_cost
+
+    fig = fig6_accuracy_vs_cost(runs, curves, bench)
+    labels = [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+    assert any("full-schedule energy savings 0% (estimated)" in t for t in labels)
     _, old, _ = table1_adaptation(*collected)  # runs without energy (before issue 16): empty cells, no error
     assert set(old["energy (Wh)"]) == {""} and set(old["energy is"]) == {""}
