@@ -1,8 +1,8 @@
 """The workflow on a real SLURM cluster through profiles/slurm (snakemake-executor-plugin-slurm).
 
 Uses the cluster that answers `sinfo`; else, as root with SLURM installed, starts the single-node test cluster
-of scripts/slurm_cluster.sh (and stops it afterwards). Skipped, with the reason, where neither works. CI
-installs and starts the cluster before the tests (.ci/run).
+of scripts/slurm_cluster.sh (and stops it afterwards unless other jobs are queued). Skipped, with the reason,
+where neither works. CI installs and starts the cluster before the tests (.ci/run).
 """
 import importlib.util
 import json
@@ -54,7 +54,9 @@ def cluster():
     if start.returncode != 0 or not node_up():
         pytest.skip(f"the SLURM test cluster did not start: {start.stderr.strip()[-500:]}")
     yield
-    subprocess.run([str(SCRIPT), "stop"], capture_output=True, timeout=120)
+    queue = subprocess.run(["squeue", "-h"], capture_output=True, text=True, timeout=30).stdout
+    if not queue.strip():  # stop the cluster this test started, unless another session's jobs are on it
+        subprocess.run([str(SCRIPT), "stop"], capture_output=True, timeout=120)
 
 
 def accounting_off() -> bool:
