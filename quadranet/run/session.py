@@ -201,7 +201,8 @@ class Session:
             set_rng_state(self.state["rng"])
             self.progress = Progress(**self.state["progress"])
             self.progress.resumes += 1
-            self.energy.carry_on(self.progress.energy_joules)
+            # the checkpoint holds the energy of all ranks: rank 0 carries it on (see energy_joules)
+            self.energy.carry_on(self.progress.energy_joules if self.info.is_main else 0.0)
             self.clock.seconds.update({k: v for k, v in self.progress.seconds.items() if k != "startup"})
             self.clock.seconds["startup"] += self.progress.seconds.get("startup", 0.0)
         if self.info.is_main:
@@ -304,19 +305,32 @@ class Session:
         return result
 
     def save(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        """Checkpoint (rank 0): weights, optimizer, scaler, RNG states and progress, written atomically."""
+        """Checkpoint (rank 0; every rank calls it): weights, optimizer, scaler, RNG states and progress, written
+        atomically."""
+        joules = self.energy_joules()
         if self.info.is_main:
             self.progress.seconds = self.clock.snapshot()  # checkpoint writing itself counts in the next snapshot
-            self.progress.energy_joules = self.energy.update()
+            self.progress.energy_joules = joules
             checkpoint.save_checkpoint(self.ckpt_dir, {
                 "config_hash": self.chash, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scaler": self.scaler.state_dict(), "rng": rng_state(), "progress": self.progress.__dict__.copy()})
 
+    def energy_joules(self) -> Optional[float]:
+        """Energy of the run so far over all ranks, as device-seconds count all devices (under torchrun a collective:
+        every rank calls it); None when any rank has no measure."""
+        own = self.energy.update()
+        if not self.info.enabled:
+            return own
+        total = torch.tensor([math.nan if own is None else own], dtype=torch.float64, device=self.device)
+        total = all_reduce_sum(total, self.info).item()
+        return None if math.isnan(total) else total
+
     def cost_fields(self) -> dict:
-        """metrics.json's accounting: device-seconds per phase and total, devices, energy, peak memory."""
+        """metrics.json's accounting: device-seconds per phase and total, devices, energy, peak memory (every rank
+        calls it)."""
         seconds = {k: round(v, 3) for k, v in self.clock.seconds.items()}
         seconds["total"] = round(sum(seconds.values()), 3)
-        joules = self.energy.update()
+        joules = self.energy_joules()
         intensity = self.cfg.train.carbon_intensity or accounting.DEFAULT_CARBON_INTENSITY
         return {"device_seconds": seconds, "device_hours": seconds["total"] / 3600,
                 "num_devices": self.info.world_size, "device_type": self.device.type,

@@ -201,6 +201,7 @@ def test_ddp_two_processes_match_one(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = metrics(single), metrics(ddp)
     assert b["num_devices"] == 2 and b["device_seconds"]["train"] > 0
+    assert b["energy_joules"] > 0 and b["energy_source"].startswith(("estimated", "measured"))  # both ranks' sum
     la = [r["loss"] for r in log(single) if r["event"] == "step"]
     lb = [r["loss"] for r in log(ddp) if r["event"] == "step"]
     assert len(la) == len(lb) == 10
