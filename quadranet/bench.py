@@ -12,10 +12,13 @@ backward (`quadranet.memory.saved_tensor_bytes`, parameters included), measured 
 
 Variants: `first_order` (the timm model), `adapted` (quadratize, all trainable), `adapted_frozen`
 (primary terms frozen: the quadratic terms and the unconverted layers, the head included, train),
-`adapted_memeff` (memory-efficient quadratic product), `v1` (QuadraNet V1 `quadranet_v1_<size>`),
+`adapted_memeff` (memory-efficient quadratic product), `adapted_autograd` (the plain product through autograd's
+standard backward, which keeps the factor maps: the reference for memory-efficient backward, since on the CPU
+`adapted` runs the fused kernel, memory-efficient by construction), `v1` (QuadraNet V1 `quadranet_v1_<size>`),
 `lora` / `lora_frozen` (the linear low-rank baseline at the matched parameter budget).
 `--layer` instead benchmarks one ConvNeXt-like depthwise layer: the bare conv and its quadratic
-adapter with the plain and the memory-efficient product (forward+backward, and forward alone).
+adapter with the plain, the memory-efficient and the standard-autograd product (forward+backward, and forward
+alone).
 """
 from __future__ import annotations
 
@@ -30,10 +33,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .convert import lora_adapt, matched_lora_rank, quadratize
+from .layers import fused
 from .memory import saved_tensor_bytes
 
-VARIANTS = ("first_order", "adapted", "adapted_frozen", "adapted_memeff", "v1", "lora", "lora_frozen")
-LAYER_VARIANTS = ("first_order", "adapted", "adapted_memeff")
+VARIANTS = ("first_order", "adapted", "adapted_frozen", "adapted_memeff", "adapted_autograd", "v1", "lora",
+            "lora_frozen")
+LAYER_VARIANTS = ("first_order", "adapted", "adapted_memeff", "adapted_autograd")
 MODES = ("train", "infer")
 COLUMNS = ("model", "variant", "mode", "batch", "input_size", "device", "threads", "dtype", "channels_last", "compile",
            "images_per_s", "step_ms", "step_ms_iqr", "peak_mem_mb", "saved_for_backward_mb", "params",
@@ -227,6 +232,18 @@ def _v1_size(model: str, v1_size: Optional[str]) -> str:
     return size
 
 
+class StandardBackward(nn.Module):
+    """`net` with its quadratic terms through the grouped-conv formulation and autograd's standard backward."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, *args):
+        with fused.disabled():
+            return self.net(*args)
+
+
 def build_variant(model: str, variant: str, base: Optional[nn.Module] = None, *, num_classes: int = 1000,
                   rank: int = 4, dilation: int = 2, kernel_size: Optional[int] = 3, targets=None,
                   v1_size: Optional[str] = None, lora_rank: Optional[int] = None) -> tuple[nn.Module, Optional[int]]:
@@ -241,7 +258,7 @@ def build_variant(model: str, variant: str, base: Optional[nn.Module] = None, *,
     if variant.startswith("adapted"):
         quadratize(net, rank=rank, dilation=dilation, kernel_size=kernel_size, targets=targets,
                    memory_efficient=variant == "adapted_memeff", freeze_primary=variant == "adapted_frozen")
-        return net, rank
+        return (StandardBackward(net) if variant == "adapted_autograd" else net), rank
     if variant in ("lora", "lora_frozen"):
         if lora_rank is None:
             lora_rank = matched_lora_rank(net, rank, targets, dilation=dilation, kernel_size=kernel_size).rank
@@ -302,7 +319,7 @@ def benchmark_layer(channels: int = 96, layer_kernel: int = 7, variants: Sequenc
                     seed: int = 0):
     """One ConvNeXt-like depthwise conv (`channels` channels, `layer_kernel` square kernel) on an
     `input_size`^2 feature map: the bare conv (`first_order`), its quadratic adapter with the plain
-    (`adapted`) and the memory-efficient (`adapted_memeff`) product. `train` = forward + backward of a
+    (`adapted`), the memory-efficient (`adapted_memeff`) and the standard-autograd (`adapted_autograd`) product. `train` = forward + backward of a
     random output gradient (input gradient included, as inside a network; no optimizer), `infer` = forward.
     """
     from .layers import QuadraticAdapter
@@ -329,6 +346,7 @@ def benchmark_layer(channels: int = 96, layer_kernel: int = 7, variants: Sequenc
             net = QuadraticAdapter(net, rank=rank, kernel_size=kernel_size, dilation=dilation,
                                    memory_efficient=variant == "adapted_memeff")
             nn.init.normal_(net.quad_out.weight, std=0.02)  # as after training: every branch gets a gradient
+            net = StandardBackward(net) if variant == "adapted_autograd" else net
         nets[variant] = net.to(dev, memory_format=fmt)
     flops = {v: _flops(net, (channels, input_size, input_size)) for v, net in nets.items()}
     with _setup(dev):

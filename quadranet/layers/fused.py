@@ -17,6 +17,7 @@ import os
 import platform
 import shutil
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -35,6 +36,20 @@ def _isa_flags() -> list[str]:
     except OSError:
         return []
     return ["-mavx2", "-mfma"] if platform.machine() == "x86_64" and {"avx2", "fma"} <= set(flags) else []
+
+
+_OFF = [False]
+
+
+@contextmanager
+def disabled():
+    """Run the grouped-conv formulation instead of the kernel: autograd's standard backward, which keeps the
+    factor maps (the reference the memory-efficient backward is measured against, `quadranet bench`)."""
+    _OFF.append(True)
+    try:
+        yield
+    finally:
+        _OFF.pop()
 
 
 _BUILT: dict = {}  # "ops": what `_build` returned (a plain dict, which torch.compile reads without tracing a build)
@@ -117,7 +132,7 @@ class DepthwiseQuadraticFn(torch.autograd.Function):
 def applies(x: Tensor, weight_a: Tensor, weight_p: Tensor, geom: ConvGeometry) -> bool:
     """True where the fused kernel computes the term: a depthwise term (one input and one output channel per
     group) on a float32/float64 CPU tensor outside autocast and `conv_formulation`, with the kernel built."""
-    return (fast_cpu(x) and x.dim() == 4 and x.dtype in (torch.float32, torch.float64)
+    return (not _OFF[-1] and fast_cpu(x) and x.dim() == 4 and x.dtype in (torch.float32, torch.float64)
             and not torch.is_autocast_enabled("cpu") and weight_a.shape[1] == 1
             and geom.groups == x.shape[1] == weight_p.shape[0] and weight_p.shape[1] * geom.groups == weight_a.shape[0]
             and ops() is not None)
