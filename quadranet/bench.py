@@ -192,8 +192,8 @@ def _options(device: str, dtype: str, channels_last: Optional[bool], compile: bo
     if dtype not in ("float32", "bfloat16"):
         raise ValueError(f"dtype={dtype!r} is not supported; expected auto, float32 or bfloat16")
     amp = torch.bfloat16 if dtype == "bfloat16" else None  # bf16 autocast; weights stay fp32
-    if channels_last is None:
-        channels_last = dev.type == "cuda"
+    if channels_last is None:  # as the training engine runs (`train.channels_last`): the faster layout here too
+        channels_last = True
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     meta = dict(input_size=input_size, device=device_name, dtype=dtype, channels_last=channels_last, compile=compile)
@@ -277,7 +277,7 @@ def benchmark(model: str = "convnext_atto", variants: Sequence[str] = VARIANTS, 
 
     `first_order` is always measured (first) since the ratios need it. `lora_rank=None` takes the rank
     matching the quadratic term's parameter count (`matched_lora_rank`). dtype `auto` is bf16 autocast on
-    a GPU, float32 on the CPU; `channels_last=None` is on for a GPU only.
+    a GPU, float32 on the CPU; `channels_last=None` is on, as in training.
     """
     import timm
 
