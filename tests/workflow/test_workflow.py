@@ -161,6 +161,8 @@ def test_schema_rejects_a_bad_config(tmp_path, edit, message):
     (lambda c: c["e1"].update(backbones=["resnet_missing"]), "is not a row of"),
     (lambda c: c["e1"].update(families={"Swin": {}}), "e1.families names families ['Swin']"),
     (lambda c: c["e1"].update(families={"ConvNeXt": {"methods": ["dream"]}}), "names ['dream'], not in e1.methods"),
+    (lambda c: c["e1"].update(families={"ConvNeXt": {"method_run": {"dream": {}}}}),
+     "method_run names ['dream'], not in e1.methods"),
 ])
 def test_workflow_refuses_a_bad_config(tmp_path, edit, message):
     out = snakemake(tmp_path, "-n", "--configfile", str(bad_config(tmp_path, edit)))
@@ -175,14 +177,19 @@ def test_e1_families_run_keys_change_the_runs_of_that_family_only(tmp_path):
     cells[8] += ",smoke"  # e1_scales: Lite0 joins the smoke E1
     (tmp_path / "sheet.tsv").write_text(sheet.replace(lite0, "\t".join(cells)))
     config = bad_config(tmp_path, lambda c: (c.update(sheet=str(tmp_path / "sheet.tsv")), c["e1"].update(
-        families={"EfficientNet-Lite": {"run": {"data": {"batch_size": 7}}}})))
-    runs = [f"results/configs/e1/{bb}/adapt/transfer/seed0.yaml" for bb in ("efficientnet_lite0", "test_convnext")]
+        families={"EfficientNet-Lite": {"run": {"data": {"batch_size": 7}},
+                                        "method_run": {"scratch": {"train": {"epochs": 9}}}}})))
+    runs = [f"results/configs/e1/{bb}/{m}/{setting}/seed0.yaml"  # scratch runs are listed under the first setting
+            for m, setting in (("adapt", "transfer"), ("scratch", "intask"))
+            for bb in ("efficientnet_lite0", "test_convnext")]
     out = snakemake(tmp_path, "--cores", "1", *runs, "--configfile", str(config))
     assert out.returncode == 0, out.stderr[-3000:]
-    lite, atto = (yaml.safe_load((tmp_path / r).read_text()) for r in runs)
+    lite, atto, lite_scratch, atto_scratch = (yaml.safe_load((tmp_path / r).read_text()) for r in runs)
     smoke = yaml.safe_load((CONFIGS / "smoke.yaml").read_text())
     assert lite["data"]["batch_size"] == 7 and atto["data"]["batch_size"] == smoke["run"]["data"]["batch_size"]
     assert lite["train"] == atto["train"]
+    assert lite_scratch["train"]["epochs"] == 9  # method_run: that family's scratch runs only
+    assert atto_scratch["train"]["epochs"] == smoke["methods"]["scratch"]["train"]["epochs"]
 
 
 def test_unknown_architecture_row_stops_the_dry_run_naming_the_row(tmp_path):

@@ -33,17 +33,18 @@ def e1_backbones():
 
 def family(name):
     """config e1.families of the sheet family of backbone `name`: what its E1 runs do differently ({} when unset):
-    `settings`, `methods`, `seeds` (subsets of E1's) and `run` (keys merged last into its runs)."""
+    `settings`, `methods`, `seeds` (subsets of E1's), `run` (keys merged last into its runs) and `method_run`
+    (method -> keys merged after `run` into that method's runs only)."""
     families = config["e1"].get("families") or {}
     unknown = set(families) - set(SHEET["family"])
     if unknown:
         raise ValueError(f"e1.families names families {sorted(unknown)} that no row of {config['sheet']} has; "
                          f"families: {sorted(set(SHEET['family']))}")
     chosen = families.get(backbone(name)["family"], {})
-    for key, allowed in (("settings", config["e1"]["settings"]), ("methods", config["e1"]["methods"])):
-        extra = set(chosen.get(key, [])) - set(allowed)
+    for key, within in (("settings", "settings"), ("methods", "methods"), ("method_run", "methods")):
+        extra = set(chosen.get(key, [])) - set(config["e1"][within])
         if extra:
-            raise ValueError(f"e1.families.{backbone(name)['family']}.{key} names {sorted(extra)}, not in e1.{key}")
+            raise ValueError(f"e1.families.{backbone(name)['family']}.{key} names {sorted(extra)}, not in e1.{within}")
     return chosen
 
 
@@ -61,7 +62,9 @@ def e1_run(name, method, setting, seed):
         return None
     start = (merge({"model": {"arch": backbone(name)["arch"]}}, native(name)) if from_random_init(method)
              else e1_start(name, setting, seed))
-    return add_run("e1", name, method, setting, seed, config["target"], start, keys, family(name).get("run"))
+    fam = family(name)
+    return add_run("e1", name, method, setting, seed, config["target"], start, keys, fam.get("run"),
+                   (fam.get("method_run") or {}).get(method))
 
 
 def e1_start(name, setting, seed):
