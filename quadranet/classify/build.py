@@ -14,7 +14,7 @@ from torch import nn
 
 from .. import convert
 from ..config import ConfigError, RunConfig
-from ..data import build_dataset
+from ..data import build_dataset, make_shift
 from ..models.build import create_model, quadratize_options, weights_file
 from ..models.pretrained import PRETRAINED
 from ..models.pretrained import pretrained as offline_pretrained
@@ -122,9 +122,8 @@ def build_data(cfg: RunConfig, model: nn.Module) -> tuple:
                               seed=d.split_seed, **common)
         evals = build_dataset("fashion_mnist", d.eval_split, limit=d.eval_limit, seed=d.split_seed + 1, **common)
         return train, evals
-    if d.shift or d.classes or d.train_per_class or d.train_limit or d.eval_limit:
-        raise ConfigError(f"data.shift/classes/train_per_class/train_limit/eval_limit apply to fashion_mnist only, "
-                          f"not data.dataset={d.dataset!r}")
+    if d.classes:
+        raise ConfigError(f"data.classes applies to fashion_mnist only, not data.dataset={d.dataset!r}")
     from timm.data import resolve_data_config
 
     tcfg = resolve_data_config({}, model=model)
@@ -132,8 +131,11 @@ def build_data(cfg: RunConfig, model: nn.Module) -> tuple:
     if d.normalize == "none":
         tcfg.update(mean=(0.0,) * 3, std=(1.0,) * 3)
     keep = {k: tcfg[k] for k in ("input_size", "crop_pct", "interpolation", "mean", "std")}
-    return (build_dataset(d.dataset, "train", root=d.root, **keep),
-            build_dataset(d.dataset, "val", root=d.root, **keep))
+    shift = make_shift(d.shift, d.shift_strength) if d.shift else None
+    return (build_dataset(d.dataset, "train", root=d.root, shift=shift, per_class=d.train_per_class,
+                          limit=d.train_limit, seed=d.split_seed, **keep),
+            build_dataset(d.dataset, "val", root=d.root, shift=shift, limit=d.eval_limit, seed=d.split_seed + 1,
+                          **keep))
 
 
 def num_classes(cfg: RunConfig) -> int:

@@ -5,6 +5,8 @@ import os
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
+import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -43,16 +45,24 @@ class ImageNetFolder(Dataset):
     num_classes: the class count the tree must have (1000 for ImageNet-1K), or None to accept any.
     transform: a callable on PIL images; by default `imagenet_transform(augment, **transform_kwargs)`
     with augment = (split == 'train').
+    shift: a pixel-wise shift (`quadranet.data.shifts`) applied to the default transform's images in [0, 1],
+    before their normalisation.
+    per_class / limit: keep at most that many images per class / in total, chosen with `seed` (labels and
+    num_classes stay those of the whole tree).
     """
 
     def __init__(self, root: Union[str, Path], split: str = "train", *, num_classes: Optional[int] = None,
                  transform: Optional[Callable] = None, augment: Optional[bool] = None,
-                 extensions: Sequence[str] = IMAGE_EXTENSIONS, **transform_kwargs):
+                 extensions: Sequence[str] = IMAGE_EXTENSIONS, shift: Optional[Callable] = None,
+                 per_class: Optional[int] = None, limit: Optional[int] = None, seed: int = 0, **transform_kwargs):
         if split not in ("train", "val"):
             raise ValueError(f"unknown split {split!r}; expected 'train' or 'val'")
-        if transform is not None and (transform_kwargs or augment is not None):
-            raise ValueError(f"transform replaces the default transform; do not also pass augment or its options "
-                             f"({sorted(transform_kwargs)})")
+        if transform is not None and (transform_kwargs or augment is not None or shift is not None):
+            raise ValueError(f"transform replaces the default transform; do not also pass augment, shift or its "
+                             f"options ({sorted(transform_kwargs)})")
+        for name, value in (("per_class", per_class), ("limit", limit)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name}={value!r} must be a positive integer or None")
         self.root, self.split = Path(root), split
         layout = LAYOUT.format(root=self.root)
         if not self.root.is_dir():
@@ -91,9 +101,18 @@ class ImageNetFolder(Dataset):
         if empty:
             raise FileNotFoundError(f"{len(empty)} class folder(s) missing or without images ({', '.join(exts)}): "
                                     f"{empty[:5]}{' ...' if len(empty) > 5 else ''}")
+        if per_class is not None or limit is not None:
+            self.samples = [self.samples[i] for i in _subset([t for _, t in self.samples], per_class, limit, seed)]
         self.targets = [t for _, t in self.samples]
-        self.transform = transform if transform is not None else imagenet_transform(
-            split == "train" if augment is None else augment, **transform_kwargs)
+        if transform is None:
+            augment = split == "train" if augment is None else augment
+            if shift is None:
+                transform = imagenet_transform(augment, **transform_kwargs)
+            else:  # the shift sees pixels in [0, 1]: normalise after it
+                mean, std = transform_kwargs.pop("mean", IMAGENET_MEAN), transform_kwargs.pop("std", IMAGENET_STD)
+                transform = _ShiftThenNormalize(
+                    imagenet_transform(augment, mean=(0.0,) * 3, std=(1.0,) * 3, **transform_kwargs), shift, mean, std)
+        self.transform = transform
 
     # the Dataset protocol, of the same shape as FashionMNIST's
     @property
@@ -108,6 +127,32 @@ class ImageNetFolder(Dataset):
         with open(path, "rb") as f:
             img = Image.open(f).convert("RGB")
         return (self.transform(img) if self.transform is not None else img), target
+
+
+def _subset(targets: Sequence[int], per_class: Optional[int], limit: Optional[int], seed: int) -> List[int]:
+    """Sorted positions of at most `per_class` items of each class, then at most `limit` of those, drawn with
+    `seed` (as Fashion-MNIST's subsets are)."""
+    rng = np.random.default_rng(seed)
+    targets = np.asarray(targets)
+    idx = np.arange(len(targets))
+    if per_class is not None:
+        idx = np.concatenate([rng.permutation(idx[targets == c])[:per_class] for c in np.unique(targets)])
+    if limit is not None and limit < len(idx):
+        idx = rng.choice(idx, size=limit, replace=False)
+    return np.sort(idx).tolist()
+
+
+class _ShiftThenNormalize:
+    """`transform` (to a tensor in [0, 1]), then `shift`, then normalisation by mean / std (a class, not a
+    closure, so DataLoader workers can pickle it)."""
+
+    def __init__(self, transform: Callable, shift: Callable, mean: Sequence[float], std: Sequence[float]):
+        self.transform, self.shift = transform, shift
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+
+    def __call__(self, img):
+        return (self.shift(self.transform(img)) - self.mean) / self.std
 
 
 def _root(root, variant: str) -> Path:

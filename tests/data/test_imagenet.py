@@ -5,7 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from quadranet.data.imagenet import ENV_VARS, ImageNetFolder, imagenet1k, imagenet21k, imagenet_transform
+from quadranet.data.imagenet import (ENV_VARS, IMAGENET_MEAN, IMAGENET_STD, ImageNetFolder, imagenet1k, imagenet21k,
+                                     imagenet_transform)
 
 WNIDS = ("n01440764", "n01443537", "n02085620")  # deliberately created out of order below
 
@@ -153,3 +154,44 @@ def test_imagenet1k_requires_1000_classes(tree):
     with pytest.raises(ValueError, match="expected 1000 class folders"):
         imagenet1k(tree)
     assert imagenet21k(tree, input_size=8).num_classes == 3  # 21K accepts any count by default
+
+
+def test_subsets_per_class_and_limit_are_seeded(tree):
+    full = ImageNetFolder(tree, "train", input_size=8)
+    one = ImageNetFolder(tree, "train", input_size=8, per_class=1, seed=3)
+    assert one.targets == [0, 1, 2] and one.num_classes == 3 and set(one.samples) <= set(full.samples)
+    assert one.samples == ImageNetFolder(tree, "train", input_size=8, per_class=1, seed=3).samples
+    some = ImageNetFolder(tree, "train", input_size=8, limit=4, seed=0)
+    assert len(some) == 4 and some.targets == sorted(some.targets) and some.num_classes == 3
+    assert len(ImageNetFolder(tree, "train", input_size=8, limit=100)) == len(full)
+    with pytest.raises(ValueError, match="per_class=0 must be a positive integer"):
+        ImageNetFolder(tree, "train", per_class=0)
+
+
+def test_shift_applies_to_pixels_before_normalisation(tree):
+    from quadranet.data import make_shift
+
+    plain = ImageNetFolder(tree, "val", input_size=16)
+    assert torch.equal(ImageNetFolder(tree, "val", input_size=16, shift=make_shift("gamma", 0.0))[0][0], plain[0][0])
+    grey = ImageNetFolder(tree, "val", input_size=16, shift=make_shift("contrast", 1.0))[0][0]  # every pixel 0.5
+    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    assert torch.allclose(grey, ((0.5 - mean) / std).expand(3, 16, 16), atol=1e-6)
+    with pytest.raises(ValueError, match="shift"):
+        ImageNetFolder(tree, "val", transform=lambda img: img, shift=make_shift("gamma", 0.5))
+
+
+def test_run_config_subsets_and_shift_reach_the_imagenet_reader(tree):
+    """data.train_per_class / train_limit / eval_limit / shift of a run config (E2's source subsets, E3's shifts)."""
+    import timm
+
+    from quadranet.classify.build import build_data
+    from quadranet.config import load_config
+
+    common = ["data.dataset=imagenet21k", f"data.root={tree}", "data.resolution=16", "model.arch=test_convnext"]
+    model = timm.create_model("test_convnext", num_classes=3)
+    train, evals = build_data(load_config(overrides=common + ["data.train_per_class=2", "data.eval_limit=4",
+                                                              "data.shift=solarize", "data.shift_strength=1.0"]), model)
+    assert train.targets == [0, 0, 1, 1, 2, 2] and len(evals) == 4
+    assert train.transform.shift.name == evals.transform.shift.name == "solarize"
+    train, evals = build_data(load_config(overrides=common + ["data.train_limit=5"]), model)
+    assert len(train) == 5 and len(evals) == 6
