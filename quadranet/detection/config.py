@@ -41,7 +41,9 @@ class DetModelConfig:
     # needs network), or a classification run folder / .safetensors of a first-order model
     pretrained: str = "none"
     quadratic: bool = False  # scratch only: quadratize the backbone with random primary weights
-    out_indices: Optional[list] = None  # backbone levels fed to the FPN; None: maskrcnn 1-4, fcos/retinanet 2-4
+    # backbone levels fed to the FPN; None: the last 4 (maskrcnn) or 3 (fcos, retinanet), strides 4-32 / 8-32 on
+    # backbones with a stride-2 level (EfficientNet, ResNet: levels 1-4 / 2-4) and on those without (ConvNeXt)
+    out_indices: Optional[list] = None
     fpn_channels: int = 64
     anchor_size: int = 16  # maskrcnn / retinanet anchor side at the finest FPN level, doubling per level
     box_head_dim: int = 256  # maskrcnn box head MLP width (torchvision: 1024)
@@ -132,7 +134,7 @@ class DetectionConfig(TaskConfig):
     def out_indices(self) -> tuple:
         if self.model.out_indices is not None:
             return tuple(self.model.out_indices)
-        return (1, 2, 3, 4) if self.model.detector == "maskrcnn" else (2, 3, 4)
+        return (-4, -3, -2, -1) if self.model.detector == "maskrcnn" else (-3, -2, -1)
 
     @property
     def masks(self) -> bool:

@@ -13,11 +13,11 @@ from quadranet.detection.synthetic import CanvasSpec
 def test_defaults_are_the_embedded_run():
     cfg = load_detection_config()
     assert cfg.method == "scratch" and cfg.model.detector == "maskrcnn" and cfg.data.dataset == "fashion_mnist_canvas"
-    assert cfg.epochs == 5 and cfg.lr_steps == SCHEDULES["1x"][1] and cfg.out_indices == (1, 2, 3, 4) and cfg.masks
+    assert cfg.epochs == 5 and cfg.lr_steps == SCHEDULES["1x"][1] and cfg.out_indices == (-4, -3, -2, -1) and cfg.masks
     assert cfg.data.canvas.canvas == cfg.data.min_size == cfg.data.max_size == CanvasSpec().canvas == 96
     assert not cfg.freeze_bn and default_trainable(cfg) == ["all"]
     fcos = load_detection_config(overrides=["model.detector=fcos", "method=adapt", "model.pretrained=offline"])
-    assert fcos.out_indices == (2, 3, 4) and not fcos.masks and fcos.freeze_bn
+    assert fcos.out_indices == (-3, -2, -1) and not fcos.masks and fcos.freeze_bn
     assert default_trainable(fcos) == ["quadratic", "head"]
 
 

@@ -127,6 +127,22 @@ def test_weights_from_a_classification_run_folder(tmp_path):
                                                                  f"model.pretrained={tmp_path / 'nowhere'}"]), 3)
 
 
+def test_convnext_backbone_from_a_timm_checkpoint(tmp_path):
+    """ConvNeXt has no stride-2 level: the default levels are its last four (strides 4-32), and a checkpoint of
+    timm's key names (the paper's convnext_*.fb_in1k files) loads into its features model."""
+    from safetensors.torch import save_file
+
+    source = timm.create_model("test_convnext")
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "m.safetensors"))
+    cfg = load_detection_config(overrides=SMALL + ["model.backbone=test_convnext", "method=adapt",
+                                                   f"model.pretrained={tmp_path / 'm.safetensors'}"])
+    model, info = build_detector(cfg, 3)
+    assert model.backbone.strides == [4, 8, 16, 32] and info["adapters"] > 0
+    assert info["unused_pretrained_entries"] == 4  # head norm and fc
+    out = model(*batch())
+    assert all(torch.isfinite(v) for v in out.values())
+
+
 def test_structure_only_build_loads_a_trained_state():
     cfg = load_detection_config(overrides=SMALL + PRETRAINED)
     trained, _ = build_detector(cfg, 3)
