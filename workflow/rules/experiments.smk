@@ -98,8 +98,8 @@ def e2():
                         method_run("e2", method))
     for method in config["e2"]["reference"]:
         for seed in seeds("e2"):
-            add_run("e2", name, method, "none", seed, config["target"], {"model": {"arch": backbone(name)["arch"]}},
-                    config["methods"][method])
+            add_run("e2", name, method, "none", seed, config["target"],
+                    merge({"model": {"arch": backbone(name)["arch"]}}, native(name)), config["methods"][method])
 
 
 def e3():
