@@ -9,6 +9,11 @@ the variant's FLOPs per image over the first-order model's (counted as `conversi
 at the bench input size). Memory: `peak_mem_mb` is `torch.cuda.max_memory_allocated` over
 the timed steps (GPU only); `saved_for_backward_mb` is what autograd holds for one train step's
 backward (`quadranet.memory.saved_tensor_bytes`, parameters included), measured on any device.
+Energy: `joules_per_image` over the timed steps from the training runs' meter (`quadranet.run.EnergyMeter`),
+with `energy_source` saying how it was obtained. On a GPU each variant runs alone between two reads of the
+board's counter (NVML); on the CPU the variants take turns, so the meter gives the process's mean power over
+all of them (CodeCarbon: RAPL, or its load-based estimate) and each row's energy is that power times its step
+time: the energy ratios on the CPU are then the time ratios, and say nothing more.
 
 Variants: `first_order` (the timm model), `adapted` (quadratize, all trainable), `adapted_frozen`
 (primary terms frozen: the quadratic terms and the unconverted layers, the head included, train),
@@ -42,9 +47,10 @@ LAYER_VARIANTS = ("first_order", "adapted", "adapted_memeff", "adapted_autograd"
 MODES = ("train", "infer")
 COLUMNS = ("model", "variant", "mode", "batch", "input_size", "device", "threads", "dtype", "channels_last", "compile",
            "images_per_s", "step_ms", "step_ms_iqr", "peak_mem_mb", "saved_for_backward_mb", "params",
-           "trainable_params", "rank", "flops", "flops_ratio", "ratio_vs_first_order")
+           "trainable_params", "rank", "flops", "flops_ratio", "ratio_vs_first_order", "joules_per_image",
+           "energy_source")
 SHOWN = ("model", "variant", "mode", "rank", "images_per_s", "step_ms", "step_ms_iqr", "flops_ratio",
-         "ratio_vs_first_order", "peak_mem_mb", "saved_for_backward_mb", "trainable_params")
+         "ratio_vs_first_order", "joules_per_image", "peak_mem_mb", "saved_for_backward_mb", "trainable_params")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -69,31 +75,43 @@ def _chosen(values: Sequence[str], allowed: Sequence[str], what: str) -> list:
     return list(dict.fromkeys(values))
 
 
+def _joules(meter) -> float:
+    joules = meter.update() if meter is not None else None
+    return float("nan") if joules is None else joules
+
+
 def time_steps(steps_by_key: dict, make_inputs: Callable[[], tuple], steps: int, warmup: int,
-               device: torch.device) -> dict:
-    """{key: (seconds of each of `steps` calls `step(*make_inputs())` after `warmup` untimed ones, peak memory)}.
+               device: torch.device, meter=None) -> dict:
+    """{key: (seconds of each of `steps` calls `step(*make_inputs())` after `warmup` untimed ones, peak memory,
+    joules per step)}.
 
     Inputs are made outside the timed region. On the CPU the steps run round-robin over the keys, so that load
     from other processes on a shared machine hits every variant alike (the ratios are what counts); peak memory
-    is NaN there. On a GPU each key runs on its own, each step between two CUDA events read after one final
-    synchronisation, and its peak memory is `torch.cuda.max_memory_allocated` over its timed steps.
+    is NaN there, and a key's joules per step are the mean power `meter` (an EnergyMeter) saw over the timed
+    rounds times its median step time. On a GPU each key runs on its own, each step between two CUDA events read
+    after one final synchronisation; its peak memory is `torch.cuda.max_memory_allocated` and its joules the
+    meter's reading over its timed steps. Joules are NaN without a meter or where it measures nothing.
     """
     if device.type != "cuda":
         times = {k: [] for k in steps_by_key}
         for i in range(warmup + steps):
+            if i == warmup:
+                e0, t_start = _joules(meter), time.perf_counter()
             for key, step in steps_by_key.items():
                 args = make_inputs()
                 t0 = time.perf_counter()
                 step(*args)
                 if i >= warmup:
                     times[key].append(time.perf_counter() - t0)
-        return {k: (np.array(t), float("nan")) for k, t in times.items()}
+        watts = (_joules(meter) - e0) / (time.perf_counter() - t_start)
+        return {k: (np.array(t), float("nan"), watts * float(np.median(t))) for k, t in times.items()}
     out = {}
     for key, step in steps_by_key.items():
         for _ in range(warmup):
             step(*make_inputs())
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
+        e0 = _joules(meter)
         events = []
         for _ in range(steps):
             args = make_inputs()
@@ -104,7 +122,7 @@ def time_steps(steps_by_key: dict, make_inputs: Callable[[], tuple], steps: int,
             events.append((start, end))
         torch.cuda.synchronize(device)
         out[key] = (np.array([s.elapsed_time(e) / 1e3 for s, e in events]),
-                    torch.cuda.max_memory_allocated(device) / 2**20)
+                    torch.cuda.max_memory_allocated(device) / 2**20, (_joules(meter) - e0) / steps)
     return out
 
 
@@ -140,7 +158,20 @@ def _step(net: nn.Module, mode: str, loss_fn: Callable, *, device: torch.device,
 def _measure(nets: dict, make_inputs: Callable[[], tuple], loss_fn: Callable, modes: Sequence[str], *,
              device: torch.device, amp_dtype: Optional[torch.dtype], compile: bool, steps: int, warmup: int,
              optimizer: Optional[str]) -> list[dict]:
-    """One row per (variant, mode) of the networks `nets` ({variant: net}), timed together (`time_steps`)."""
+    """One row per (variant, mode) of the networks `nets` ({variant: net}), timed together (`time_steps`), with
+    the energy of the training runs' meter."""
+    from .run.accounting import EnergyMeter
+
+    meter = EnergyMeter(device)  # its start-up (CodeCarbon's hardware probe) runs beside the first warm-up
+    try:
+        return _measure_modes(nets, make_inputs, loss_fn, modes, device=device, amp_dtype=amp_dtype,
+                              compile=compile, steps=steps, warmup=warmup, optimizer=optimizer, meter=meter)
+    finally:
+        meter.close()
+
+
+def _measure_modes(nets, make_inputs, loss_fn, modes, *, device, amp_dtype, compile, steps, warmup, optimizer,
+                   meter) -> list[dict]:
     rows = []
     for mode in modes:
         x, t = make_inputs()
@@ -156,15 +187,16 @@ def _measure(nets: dict, make_inputs: Callable[[], tuple], loss_fn: Callable, mo
         # made per mode, so that infer rows hold no optimizer state
         timed = time_steps({v: _step(net, mode, loss_fn, device=device, amp_dtype=amp_dtype, compile=compile,
                                      optimizer=optimizer) for v, net in nets.items()},
-                           make_inputs, steps, warmup, device)
+                           make_inputs, steps, warmup, device, meter)
         for variant, net in nets.items():
-            times, peak = timed[variant]
+            times, peak, joules = timed[variant]
             q1, med, q3 = np.percentile(times, [25, 50, 75])
             rows.append(dict(
                 variant=variant, mode=mode, batch=x.shape[0], images_per_s=x.shape[0] / med, step_ms=1e3 * med,
                 step_ms_iqr=1e3 * (q3 - q1), peak_mem_mb=peak, saved_for_backward_mb=saved[variant] / 2**20,
                 params=sum(p.numel() for p in net.parameters()), threads=torch.get_num_threads(),
                 trainable_params=sum(p.numel() for p in net.parameters() if p.requires_grad),
+                joules_per_image=joules / x.shape[0], energy_source=meter.source,
             ))
     return rows
 

@@ -24,6 +24,11 @@ count (cost per image grows with H x W). Detection runs (COCO) are listed but no
 classifiers only.
 
 Device-hours = device-seconds / 3600, for any number of devices (a DDP job's images are split over its devices).
+
+Energy and CO2e are projections too, labelled as such in every output (`energy_how`): images x the bench's
+joules per image (measured by NVML on a GPU, CodeCarbon's estimate or RAPL on a CPU; scaled by pixel count as the
+time is), or, with `--power-w` (e.g. a GPU's rated board power), device-hours x that power. CO2e = energy x
+`--carbon-intensity` (g CO2e/kWh; default the training runs' 475, the world average).
 """
 from __future__ import annotations
 
@@ -42,7 +47,8 @@ DATASETS = {
     "imagenet1k": dict(train=1_281_167, eval=50_000, classes=1000),
     "imagenet21k": dict(train=14_197_122, eval=50 * 21_841, classes=21_841),
 }
-COLUMNS = ["exp", "run", "arch", "resolution", "train_images", "eval_images", "train_s", "eval_s", "device_hours"]
+COLUMNS = ["exp", "run", "arch", "resolution", "train_images", "eval_images", "train_s", "eval_s", "device_hours",
+           "energy_kwh", "co2e_kg"]
 
 
 @dataclass
@@ -190,14 +196,25 @@ def bench_model(rid, work, backbone_of, sheet) -> tuple:
     return work.arch, (v1.removeprefix("quadranet_v1_") if v1 else None)
 
 
-def throughput(bench, model, variant, mode, resolution) -> Optional[float]:
-    """images/s of (model, variant, mode) at `resolution`, from the bench row at the nearest input size, scaled by
-    pixel count; None when the bench has no such row."""
+def throughput(bench, model, variant, mode, resolution) -> Optional[tuple]:
+    """(images/s, joules per image or NaN) of (model, variant, mode) at `resolution`, from the bench row at the
+    nearest input size, scaled by pixel count; None when the bench has no such row."""
     rows = bench[(bench["model"] == model) & (bench["variant"] == variant) & (bench["mode"] == mode)]
     if rows.empty:
         return None
     row = rows.iloc[(rows["input_size"] - resolution).abs().argsort().iloc[0]]
-    return float(row["images_per_s"]) * (row["input_size"] / resolution) ** 2
+    scale = (row["input_size"] / resolution) ** 2
+    return float(row["images_per_s"]) * scale, float(row.get("joules_per_image", math.nan)) / scale
+
+
+def energy_how(bench, power_w: Optional[float]) -> str:
+    """How `project` obtains energy: the label every output of the plan carries."""
+    if power_w is not None:
+        return f"projected: device-hours x {power_w:g} W (--power-w)"
+    sources = sorted({str(v).split(" (")[0] for v in bench.get("energy_source", []) if isinstance(v, str)})
+    if not sources or "joules_per_image" not in bench:
+        return "none: the bench CSVs measured no energy (give --power-w, or rerun the bench)"
+    return "projected: images x the bench's joules per image (" + "; ".join(sources) + ")"
 
 
 def roles(manifest) -> tuple:
@@ -209,10 +226,15 @@ def roles(manifest) -> tuple:
     return exp_of, backbone_of
 
 
-def project(runs: dict, manifest: list, bench, sheet=None) -> "pd.DataFrame":
-    """One row per run: its experiment, images, projected train / eval device-seconds and device-hours."""
+def project(runs: dict, manifest: list, bench, sheet=None, power_w: Optional[float] = None,
+            carbon_intensity: Optional[float] = None) -> "pd.DataFrame":
+    """One row per run: its experiment, images, projected train / eval device-seconds, device-hours, kWh and kg
+    CO2e (`energy_how` says how the energy is projected)."""
     import pandas as pd
 
+    from .run.accounting import DEFAULT_CARBON_INTENSITY
+
+    intensity = DEFAULT_CARBON_INTENSITY if carbon_intensity is None else carbon_intensity
     exp_of, backbone_of = roles(manifest)
     rows, missing = [], set()
     for rid, cfg in runs.items():
@@ -220,6 +242,7 @@ def project(runs: dict, manifest: list, bench, sheet=None) -> "pd.DataFrame":
         model, _ = bench_model(rid, work, backbone_of, sheet)
         seconds = {"train": 0.0, "eval": 0.0}
         images = {"train": 0, "eval": 0}
+        joules = 0.0
         for variant, mode, n, kind in work.parts:
             images[kind] += n
             if n == 0:
@@ -229,10 +252,13 @@ def project(runs: dict, manifest: list, bench, sheet=None) -> "pd.DataFrame":
                 missing.add((model, variant, mode))
                 seconds[kind] = math.nan
             else:
-                seconds[kind] += n / rate
+                seconds[kind] += n / rate[0]
+                joules += n * rate[1]
+        hours = (seconds["train"] + seconds["eval"]) / 3600
+        kwh = hours * power_w / 1000 if power_w is not None else joules / 3.6e6
         rows.append(dict(exp=exp_of.get(rid, rid.split("/")[0]), run=rid, arch=work.arch, resolution=work.resolution,
                          train_images=images["train"], eval_images=images["eval"], train_s=seconds["train"],
-                         eval_s=seconds["eval"], device_hours=(seconds["train"] + seconds["eval"]) / 3600))
+                         eval_s=seconds["eval"], device_hours=hours, energy_kwh=kwh, co2e_kg=kwh * intensity / 1000))
     if missing:
         models = sorted({m for m, _, _ in missing})
         raise ValueError(f"the bench has no throughput of {len(missing)} (model, variant, mode) the runs need, models "
@@ -246,11 +272,12 @@ def summary(df) -> "pd.DataFrame":
     """Per experiment, then the whole config: runs, images and projected device-hours."""
     import pandas as pd
 
-    per = df.groupby("exp", sort=False).agg(runs=("run", "size"), train_images=("train_images", "sum"),
-                                            eval_images=("eval_images", "sum"), device_hours=("device_hours", "sum"))
-    total = pd.DataFrame([dict(runs=len(df), train_images=df["train_images"].sum(),
-                               eval_images=df["eval_images"].sum(), device_hours=df["device_hours"].sum())],
-                         index=["total"])
+    sums = dict(train_images=("train_images", "sum"), eval_images=("eval_images", "sum"),
+                device_hours=("device_hours", "sum"), energy_kwh=("energy_kwh", lambda v: v.sum(min_count=len(v))),
+                co2e_kg=("co2e_kg", lambda v: v.sum(min_count=len(v))))
+    per = df.groupby("exp", sort=False).agg(runs=("run", "size"), **sums)
+    total = pd.DataFrame([dict(runs=len(df), **{k: f(df[c]) if callable(f) else df[c].sum()
+                                               for k, (c, f) in sums.items()})], index=["total"])
     return pd.concat([per, total]).rename_axis("exp").reset_index()
 
 
@@ -269,8 +296,11 @@ def compare_reference(df, reference) -> "pd.DataFrame":
         m = json.loads(path.read_text())
         measured = m["device_seconds"]["train"] + m["device_seconds"]["eval"]
         projected = r["train_s"] + r["eval_s"]
+        kwh = m.get("energy_kwh")
         rows.append(dict(run=r["run"], exp=r["exp"], images_planned=r["train_images"], images_seen=m["images_seen"],
-                         projected_s=projected, measured_s=measured, error=projected / measured - 1))
+                         projected_s=projected, measured_s=measured, error=projected / measured - 1,
+                         projected_kwh=r["energy_kwh"], reference_kwh=math.nan if kwh is None else kwh,
+                         reference_energy_source=m.get("energy_source")))
     return pd.DataFrame(rows)
 
 
@@ -279,7 +309,11 @@ def cmd_plan(args) -> None:
     import pandas as pd
 
     from . import io
+    from .run.accounting import DEFAULT_CARBON_INTENSITY
 
+    for flag, value in (("--power-w", args.power_w), ("--carbon-intensity", args.carbon_intensity)):
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            raise ValueError(f"{flag}={value!r}: expected a positive number")
     runs, detect_runs, manifest, config, sheet = load_runs(args.configfile, args.snakefile)
     print(f"plan: {len(runs)} training runs" + (f", {len(detect_runs)} detection runs (not projected)"
                                                 if detect_runs else "") + f" in {args.configfile}", flush=True)
@@ -298,10 +332,14 @@ def cmd_plan(args) -> None:
     devices = ", ".join(sorted(set(bench["device"].astype(str)))) if "device" in bench else "?"
     print(f"plan: throughput measured on {devices}" + (f" ({', '.join(args.bench)})" if args.bench else
                                                         " (probe)"), flush=True)
-    df = project(runs, manifest, bench, sheet)
+    df = project(runs, manifest, bench, sheet, power_w=args.power_w, carbon_intensity=args.carbon_intensity)
+    how = energy_how(bench, args.power_w)
+    df["energy_how"] = how
     table = summary(df)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    intensity = args.carbon_intensity if args.carbon_intensity is not None else DEFAULT_CARBON_INTENSITY
+    print(f"energy: {how}; CO2e at {intensity:g} g/kWh")
     out = Path(args.out)
     io.write_text(out, df.to_csv(index=False))
     io.write_text(out.with_name(out.stem + "_summary.csv"), table.to_csv(index=False))
@@ -318,6 +356,12 @@ def cmd_plan(args) -> None:
               + ", ".join(f"{e} {v:+.1%}" for e, v in per_exp.items())
               + f"; per run: median |error| {cmp['error'].abs().median():.1%}, max {cmp['error'].abs().max():.1%}); "
               f"images planned = seen in {int((cmp['images_planned'] == cmp['images_seen']).sum())} of {len(cmp)}")
+        both = cmp.dropna(subset=["projected_kwh", "reference_kwh"])
+        if len(both):  # energy of the reference runs counts start-up and the first evaluation too: an upper bound
+            sources = sorted({str(v).split(" (")[0] for v in both["reference_energy_source"].dropna()})
+            print(f"energy: projected {both['projected_kwh'].sum():.4g} kWh for {len(both)} runs whose metrics give "
+                  f"{both['reference_kwh'].sum():.4g} kWh ({'; '.join(sources)}; theirs include start-up and the "
+                  f"evaluation before training, which the projection leaves out)")
         io.write_text(out.with_name(out.stem + "_vs_reference.csv"), cmp.to_csv(index=False))
 
 
@@ -331,6 +375,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--device", default="auto", help="probe device: auto (cuda if available), cpu, cuda:1, ...")
     p.add_argument("--probe-steps", type=int, default=3, help="timed steps per variant and mode of the probe")
     p.add_argument("--probe-batch", type=int, default=32, help="batch of the probe")
+    p.add_argument("--power-w", type=float, default=None, metavar="W", help="project energy as device-hours x W "
+                   "(e.g. your GPU's rated board power) instead of the bench's joules per image")
+    p.add_argument("--carbon-intensity", type=float, default=None, metavar="G_PER_KWH",
+                   help="grid carbon intensity for the CO2e projection (default: 475, as the training runs)")
     p.add_argument("--snakefile", default=None, help="default: this checkout's Snakefile")
     p.add_argument("--out", default="results/plan.csv", help="per-run CSV; <stem>_summary.csv beside it")
     p.add_argument("--reference", help="a reference folder (results/reference/<hardware>): compare the projection "

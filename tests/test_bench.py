@@ -1,6 +1,9 @@
 """quadranet bench: rows for every variant, ratios against the first-order model, memory columns, CSV."""
 import json
+import math
+import time
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -64,7 +67,26 @@ def test_cpu_variants_take_turns():
     timed = bench.time_steps({"a": lambda x: calls.append("a"), "b": lambda x: calls.append("b")},
                              lambda: (None,), steps=3, warmup=1, device=torch.device("cpu"))
     assert calls == ["a", "b"] * 4
-    assert {k: len(t) for k, (t, _) in timed.items()} == {"a": 3, "b": 3}
+    assert {k: len(t) for k, (t, _, _) in timed.items()} == {"a": 3, "b": 3}
+    assert all(math.isnan(j) for _, _, j in timed.values())  # no meter, no energy
+
+
+class FakeMeter:
+    """An energy counter at a constant `watts`, on the clock the bench times with."""
+
+    def __init__(self, watts):
+        self.watts, self.t0 = watts, time.perf_counter()
+
+    def update(self):
+        return self.watts * (time.perf_counter() - self.t0)
+
+
+def test_cpu_energy_is_mean_power_times_step_time():
+    timed = bench.time_steps({"fast": lambda x: time.sleep(0.01), "slow": lambda x: time.sleep(0.03)},
+                             lambda: (None,), steps=4, warmup=1, device=torch.device("cpu"), meter=FakeMeter(50.0))
+    for key, (t, _, joules) in timed.items():
+        assert joules == pytest.approx(50.0 * np.median(t), rel=0.05), key  # the meter's 50 W x the step time
+    assert timed["slow"][2] > 2 * timed["fast"][2]
 
 
 def test_trainable_params_and_saved_memory(model_run):
@@ -78,6 +100,10 @@ def test_trainable_params_and_saved_memory(model_run):
     assert train.saved_for_backward_mb["adapted_memeff"] <= train.saved_for_backward_mb["adapted"]
     assert train.saved_for_backward_mb["adapted_memeff"] < train.saved_for_backward_mb["adapted_autograd"]
     assert (df[df["mode"] == "infer"].saved_for_backward_mb == 0).all()
+    # energy on the CPU: CodeCarbon's estimate (or RAPL), labelled; or unavailable, with the reason
+    for source, joules in zip(df.energy_source, df.joules_per_image):
+        assert source.startswith(("estimated: CodeCarbon", "measured: CodeCarbon", "unavailable:")), source
+        assert joules > 0 or source.startswith("unavailable")
     assert train["rank"]["adapted"] == 4 and train["rank"]["lora"] >= 1  # lora: matched parameter budget
 
 

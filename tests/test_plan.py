@@ -49,6 +49,26 @@ def test_paper_config_is_planned_per_experiment_before_its_data_exists(tmp_path,
     scratch = per_run[per_run["run"] == "e1/convnext_tiny/scratch/in1k/seed0"].iloc[0]
     assert scratch["train_images"] == 1_281_167 // 4096 * 4096 * 300
     assert scratch["train_s"] == pytest.approx(scratch["train_images"] / 1000.0 * (224 / 224) ** 2)
+    # the fake bench measured no energy: none projected, and the plan says so
+    assert per_run["energy_kwh"].isna().all() and "energy: none" in printed
+
+
+def test_energy_is_projected_from_joules_per_image_or_a_given_power(tmp_path, capsys):
+    bench = fake_bench(["test_convnext"], size=32, rate=100.0).assign(
+        joules_per_image=0.5, energy_source="estimated: CodeCarbon 3.3.2 offline tracker (...)")
+    runs, _, manifest, _, sheet = plan.load_runs(REPO / "workflow" / "config" / "smoke.yaml")
+    df = plan.project(runs, manifest, bench, sheet, carbon_intensity=400.0)
+    images = df["train_images"] + df["eval_images"]  # every part of every smoke run is at the bench's 32 px
+    assert df["energy_kwh"].to_numpy() == pytest.approx((images * 0.5 / 3.6e6).to_numpy())
+    assert df["co2e_kg"].to_numpy() == pytest.approx((df["energy_kwh"] * 0.4).to_numpy())
+    assert plan.energy_how(bench, None) == ("projected: images x the bench's joules per image "
+                                            "(estimated: CodeCarbon 3.3.2 offline tracker)")
+    rated = plan.project(runs, manifest, bench, sheet, power_w=700.0)
+    assert rated["energy_kwh"].to_numpy() == pytest.approx((rated["device_hours"] * 0.7).to_numpy())
+    assert rated["co2e_kg"].to_numpy() == pytest.approx((rated["energy_kwh"] * 0.475).to_numpy())  # default 475 g/kWh
+    assert "700 W (--power-w)" in plan.energy_how(bench, 700.0)
+    assert main(["plan", "--configfile", str(REPO / "workflow" / "config" / "smoke.yaml"), "--power-w", "-3"]) == 2
+    assert "--power-w=-3.0: expected a positive number" in capsys.readouterr().err
 
 
 def test_a_missing_bench_row_names_the_models_to_measure(tmp_path):
