@@ -15,6 +15,12 @@ Rules, per group (hardware, exp, backbone, variant; in E1 the variant is the set
   is < 0.5 pp.
 - savings_to_target = 1 - mean t_adapt / mean t_scratch (means over the seeds that reach T); the paired
   per-seed savings 1 - t_adapt(k) / t_scratch(k) (seeds where both reach T) get a 95% t-interval (stats.py).
+- Evaluation bracket: a run crosses T somewhere after the evaluation before the one that reaches it (`t_before`,
+  0 for the first evaluation after training started) and at the latest at that one; evaluations every few epochs
+  leave the true time to target inside that bracket. Per seed, the savings lie between the pessimistic
+  1 - t_adapt / t_before_scratch and the optimistic 1 - t_before_adapt / t_scratch; each gets its 95% t-interval
+  (savings_pessimistic_lo: lower bound of the pessimistic one; savings_optimistic_hi: upper bound of the
+  optimistic one). A verdict on the savings stands only where it holds at both ends of the bracket.
 - savings_full_schedule = 1 - mean cost_s of whole adapt runs / mean cost_s of whole scratch runs.
 - energy_savings_full_schedule = the same in energy (energy_kwh of whole runs, start-up included), with
   energy_savings_how: how both sides' energy was obtained ('estimated', 'measured', or 'mixed: ...': never mixed
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 from . import TOLERANCE_PP
@@ -61,8 +68,19 @@ def eval_lines(curves: pd.DataFrame) -> dict:
 
 def time_to_target(ev: pd.DataFrame, target: float) -> float:
     """Cost at the first evaluation after training started with acc1 >= target (NaN when none reaches it)."""
-    hit = ev[~ev["initial"].astype(bool) & (ev["acc1"] >= target - 1e-9)]
-    return float(hit["cost"].iloc[0]) if len(hit) else math.nan
+    return bracket(ev, target)[1]
+
+
+def bracket(ev: pd.DataFrame, target: float) -> tuple:
+    """(cost at the evaluation before the one that reaches `target`, 0 when it is the first after training
+    started; cost at the one that reaches it): the true time to target lies in between. (NaN, NaN) when none
+    reaches it."""
+    after = ev[~ev["initial"].astype(bool)]
+    hit = (after["acc1"] >= target - 1e-9).to_numpy()
+    if not hit.any():
+        return math.nan, math.nan
+    i = int(hit.argmax())
+    return (float(after["cost"].iloc[i - 1]) if i > 0 else 0.0), float(after["cost"].iloc[i])
 
 
 def last_quarter_gain(ev: pd.DataFrame) -> float:
@@ -102,10 +120,18 @@ def _group(g: pd.DataFrame, lines: dict, cost: pd.Series, tolerance_pp: float, a
     of = {m: g[g["method"] == m].drop_duplicates("seed").set_index("seed") for m in (adapt, scratch, fo)}
     ev = {m: {seed: lines.get((hw, r), EMPTY) for seed, r in d["run"].items()} for m, d in of.items()}
     target = float(of[scratch]["acc1"].mean()) - tolerance_pp
-    t = {m: pd.Series({k: time_to_target(x, target) for k, x in e.items()}, dtype=float) for m, e in ev.items()}
+    br = {m: {k: bracket(x, target) for k, x in e.items()} for m, e in ev.items()}
+    t = {m: pd.Series({k: hi for k, (_, hi) in b.items()}, dtype=float) for m, b in br.items()}
+    before = {m: pd.Series({k: lo for k, (lo, _) in b.items()}, dtype=float) for m, b in br.items()}
     gain = {m: _mean(pd.Series([last_quarter_gain(x) for x in ev[m].values()], dtype=float)) for m in (scratch, fo)}
     per_seed = 1 - t[adapt] / t[scratch]
     iv = t_interval(per_seed.dropna())
+    with np.errstate(divide="ignore"):  # a scratch run that reaches T at its first evaluation: no pessimistic end
+        pessimistic = (1 - t[adapt] / before[scratch]).replace(-np.inf, np.nan)
+    optimistic = 1 - before[adapt] / t[scratch]
+    iv_pess, iv_opt = t_interval(pessimistic.dropna()), t_interval(optimistic.dropna())
+    if pessimistic.isna().sum() > per_seed.isna().sum():  # some seed's pessimistic end is unbounded
+        iv_pess = {**iv_pess, "mean": -math.inf, "lo": -math.inf}
     pre = of[adapt]["pretrained_run"].map(lambda p: cost.get((hw, p), math.nan) if isinstance(p, str) else math.nan)
     pre_s, t_a, t_s, t_f = _mean(pre.astype(float)), _mean(t[adapt]), _mean(t[scratch]), _mean(t[fo])
     start = _mean(of[adapt]["initial_acc1"]) if "initial_acc1" in g else math.nan
@@ -122,6 +148,10 @@ def _group(g: pd.DataFrame, lines: dict, cost: pd.Series, tolerance_pp: float, a
         "t_scratch_s_seeds": t[scratch].round(3).tolist(), "t_fo_scratch_s": t_f,
         "savings_to_target": 1 - t_a / t_s, "savings_seed_mean": iv["mean"], "savings_seed_sd": iv["sd"],
         "savings_seed_n": iv["n"], "savings_lo": iv["lo"], "savings_hi": iv["hi"],
+        "t_adapt_before_s_seeds": before[adapt].round(3).tolist(),
+        "t_scratch_before_s_seeds": before[scratch].round(3).tolist(),
+        "savings_pessimistic": iv_pess["mean"], "savings_pessimistic_lo": iv_pess["lo"],
+        "savings_optimistic": iv_opt["mean"], "savings_optimistic_hi": iv_opt["hi"],
         "savings_full_schedule": 1 - _mean(of[adapt]["cost_s"]) / _mean(of[scratch]["cost_s"]),
         "savings_vs_fo_scratch": 1 - t_a / t_f, "pretrain_s": pre_s,
         "savings_incl_pretraining": 1 - (t_a + pre_s) / t_s,
@@ -147,6 +177,8 @@ def savings(runs: pd.DataFrame, curves: pd.DataFrame, tolerance_pp: float = TOLE
 
 
 def pct(v: float) -> str:
+    if pd.notna(v) and v == -math.inf:
+        return "unbounded below"
     return f"{100 * v:.1f}%" if pd.notna(v) and math.isfinite(v) else "n/a"
 
 
@@ -162,6 +194,10 @@ def describe(row) -> str:
          f"scratch {'converged' if row['converged'] else 'NOT converged'} (last-quarter gain "
          f"{row['scratch_last_quarter_gain_pp']:+.2f} pp); full-schedule savings {pct(row['savings_full_schedule'])}; "
          f"vs fo_scratch {pct(row['savings_vs_fo_scratch'])}")
+    if pd.notna(row.get("savings_optimistic", math.nan)):
+        s += (f"; bracketed by the evaluations, the savings lie between {pct(row['savings_pessimistic'])} and "
+              f"{pct(row['savings_optimistic'])} (95% t: pessimistic lower bound {pct(row['savings_pessimistic_lo'])}, "
+              f"optimistic upper bound {pct(row['savings_optimistic_hi'])})")
     if pd.notna(row["pretrain_s"]):
         s += (f"; pretraining {row['pretrain_s']:.0f} device-s, savings incl. pretraining "
               f"{pct(row['savings_incl_pretraining'])}")

@@ -20,7 +20,7 @@ import pandas as pd
 
 from .. import io
 from . import TABLES, TOLERANCE_PP
-from .savings import CONVERGED_RULE, COST_RULE, describe, savings
+from .savings import CONVERGED_RULE, COST_RULE, describe, pct, savings
 from .stats import INTERVAL_RULE, binomial_se, paired, t_interval
 
 PM = "±"
@@ -156,7 +156,10 @@ def savings_notes(tolerance_pp: float) -> list:
             "before training never counts. savings to target = 1 - mean t_adapt / mean t_scratch, the interval is "
             f"that of the paired per-seed savings ({INTERVAL_RULE}). full schedule = 1 - mean cost of whole adapt "
             "runs / that of whole scratch runs. start ≥ target: the adapted model already starts at the target "
-            "(its savings say nothing about training).", f"{CONVERGED_RULE} (scratch; gain in parentheses)."]
+            "(its savings say nothing about training). bracket: the time to target lies between the evaluation "
+            "that reaches it and the one before, so the per-seed savings lie between a pessimistic (adapt late, "
+            "scratch early) and an optimistic end (adapt early, scratch late); means over seeds.",
+            f"{CONVERGED_RULE} (scratch; gain in parentheses)."]
 
 
 def table1_adaptation(runs, curves, bench, tolerance_pp: float = TOLERANCE_PP):
@@ -199,6 +202,8 @@ def table1_adaptation(runs, curves, bench, tolerance_pp: float = TOLERANCE_PP):
         "savings to target": _col(s, "savings_to_target").map(lambda v: _fmt(100 * v, ".1f", "%")),
         "per seed [95% CI] (%)": [_ci(m, lo, hi, n, 100, ".1f") for m, lo, hi, n in zip(
             _col(s, "savings_seed_mean"), _col(s, "savings_lo"), _col(s, "savings_hi"), _col(s, "savings_seed_n"))],
+        "bracket": [f"{pct(a)} .. {pct(b)}" if pd.notna(b) else "" for a, b in zip(
+            _col(s, "savings_pessimistic"), _col(s, "savings_optimistic"))],
         "full schedule": _col(s, "savings_full_schedule").map(lambda v: _fmt(100 * v, ".1f", "%")),
         "vs fo_scratch": _col(s, "savings_vs_fo_scratch").map(lambda v: _fmt(100 * v, ".1f", "%")),
         "incl. pretraining": _col(s, "savings_incl_pretraining").map(lambda v: _fmt(100 * v, ".1f", "%")),
@@ -322,16 +327,26 @@ def table5_efficiency(runs, curves, bench, **_):
     if bench.empty:
         return bench, bench, ["E5 not run (e5.enabled false)."]
     cols = [c for c in ("hardware", "source", "model", "variant", "mode", "batch", "input_size", "device",
-                        "images_per_s", "step_ms", "peak_mem_mb", "saved_for_backward_mb", "params",
-                        "trainable_params", "ratio_vs_first_order") if c in bench]
+                        "images_per_s", "step_ms", "joules_per_image", "peak_mem_mb", "saved_for_backward_mb",
+                        "params", "trainable_params", "ratio_vs_first_order") if c in bench]
     shown = bench[cols].copy()
-    for c in ("images_per_s", "step_ms", "peak_mem_mb", "saved_for_backward_mb", "ratio_vs_first_order"):
+    for c in ("images_per_s", "step_ms", "joules_per_image", "peak_mem_mb", "saved_for_backward_mb",
+              "ratio_vs_first_order"):
         if c in shown:
             shown[c] = shown[c].map(lambda v: "" if pd.isna(v) else f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}")
     notes = ["`quadranet bench`: every ratio compares rows of one CSV, measured in one process on one device "
              "with the same layout and precision; source 'layer' = one quadratic product, plain vs "
              "memory-efficient backward (saved_for_backward_mb: what autograd keeps).",
              "Hardware: " + ", ".join(sorted(bench["hardware"].unique())) + "."]
+    if "energy_source" in bench:
+        labels = sorted({str(v).split(" (")[0] for v in bench["energy_source"].dropna()})
+        notes.append("joules_per_image: energy per image over the timed steps; " + ("; ".join(labels) or "none")
+                     + ". On the CPU the variants take turns, so each row's energy is the process's mean power "
+                       "times its step time (energy ratios there equal time ratios); on a GPU each variant is "
+                       "read from the board's counter alone.")
+    else:
+        notes.append("joules_per_image: not measured by these bench CSVs (written before the bench measured "
+                     "energy).")
     return bench, shown, notes
 
 

@@ -8,10 +8,10 @@ import pytest
 
 from quadranet import cli
 from quadranet.report import FIGURES, TABLES
-from quadranet.report.claims import (FAILS, FEW_SEEDS, HOLDS, INCONCLUSIVE, NOT_CONVERGED, START_MEETS, UNTESTABLE,
-                                     c1_row, c2, c3, c4, c5, evaluate_claims, overall, write_claims)
+from quadranet.report.claims import (COARSE, FAILS, FEW_SEEDS, HOLDS, INCONCLUSIVE, NOT_CONVERGED, START_MEETS,
+                                     UNTESTABLE, c1_row, c2, c3, c4, c5, evaluate_claims, overall, write_claims)
 from quadranet.report.collect import collect, load_collected, write_collected
-from quadranet.report.savings import eval_lines, last_quarter_gain, savings, time_to_target
+from quadranet.report.savings import bracket, eval_lines, last_quarter_gain, savings, time_to_target
 from quadranet.report.stats import binomial_se, paired, t_interval, t_quantile
 from quadranet.report.tables import to_latex, to_markdown, write_tables
 
@@ -88,6 +88,15 @@ def test_time_to_target(points, target, expected):
     assert math.isnan(got) if math.isnan(expected) else got == expected
 
 
+@pytest.mark.parametrize("points, target, expected", [
+    ([(0, 0.0, 10.0), (10, 10.0, 50.0), (20, 20.0, 80.0)], 60.0, (10.0, 20.0)),  # crossed between 10 and 20 s
+    ([(0, 0.0, 10.0), (10, 10.0, 60.0), (20, 20.0, 80.0)], 60.0, (0.0, 10.0)),  # first evaluation: from 0 s
+    ([(0, 0.0, 90.0), (10, 10.0, 70.0), (20, 20.0, 88.0)], 80.0, (10.0, 20.0)),  # the initial one never counts
+])
+def test_bracket_of_the_time_to_target(points, target, expected):
+    assert bracket(_ev(points), target) == expected
+
+
 @pytest.mark.parametrize("accs, gain", [
     ([10, 50, 70, 80, 84.6, 84.8, 84.9, 85.0, 85.0], 0.1),  # flat last quarter: from step 60 (75% of 80)
     ([10, 20, 30, 40, 50, 60, 70, 80, 90], 20.0),  # still climbing
@@ -111,6 +120,7 @@ def test_savings_known_values(collected, synthetic):
     assert row["t_adapt_s"] == 3.0 and row["t_scratch_s"] == 40.0 and row["t_fo_scratch_s"] == 60.0
     assert row["savings_to_target"] == pytest.approx(1 - 3 / 40)
     assert (row["savings_lo"], row["savings_hi"], row["savings_seed_n"]) == (pytest.approx(1 - 3 / 40),) * 2 + (3,)
+    assert row["savings_pessimistic"] <= row["savings_seed_mean"] <= row["savings_optimistic"]  # the bracket
     assert row["savings_full_schedule"] == pytest.approx(1 - 6 / 80)  # whole runs: 6 s vs 80 s
     assert row["savings_vs_fo_scratch"] == pytest.approx(1 - 3 / 60)
     assert row["pretrain_s"] == synthetic.PRETRAIN_S
@@ -234,9 +244,15 @@ def test_paired_difference_by_seed():
     (dict(start_meets_target=False, converged=True, adapt_reached=3, seeds=3, savings_lo=0.80, savings_hi=0.89),
      FAILS),
     (dict(start_meets_target=False, converged=True, adapt_reached=3, seeds=3, savings_lo=0.85), INCONCLUSIVE),
+    # a verdict on the measured savings that the evaluation bracket's far end does not share is no verdict
+    (dict(start_meets_target=False, converged=True, adapt_reached=3, seeds=3, savings_lo=0.91,
+          savings_pessimistic_lo=0.7), COARSE),
+    (dict(start_meets_target=False, converged=True, adapt_reached=3, seeds=3, savings_lo=0.50, savings_hi=0.6,
+          savings_optimistic_hi=1.0), COARSE),
 ])
 def test_c1_row_verdicts(row, verdict):
-    assert c1_row({"savings_seed_n": 3, "savings_hi": 0.99, **row}) == verdict
+    assert c1_row({"savings_seed_n": 3, "savings_hi": 0.99, "savings_pessimistic_lo": 0.95,
+                   "savings_optimistic_hi": 0.5, **row}) == verdict
 
 
 @pytest.mark.parametrize("verdicts, expected", [
