@@ -6,7 +6,6 @@ readers accept, and the rehearsal is paper.yaml with only sizes changed, plannin
 """
 import importlib.util
 import json
-import os
 import re
 import subprocess
 import sys
@@ -188,18 +187,13 @@ def test_rehearsal_plans_exactly_the_paper_runs(tmp_path, data_trees):
 @needs_snakemake
 @pytest.mark.rehearsal
 @pytest.mark.slow
-def test_rehearsal_runs_every_paper_job_to_the_claims_report(tmp_path):
+def test_rehearsal_runs_every_paper_job_to_the_claims_report(tmp_path, torchrun_shim):
     """rehearsal.yaml to the end on its fixtures: every table, figure and the claims report, and every training
     job launched through torchrun with 2 processes (a torchrun shim first on PATH records each launch)."""
     from quadranet.report import FIGURES, TABLES
 
     fixtures.make_fixtures(tmp_path / FIXTURES, log=lambda _: None)
-    shim = tmp_path / "bin" / "torchrun"
-    shim.parent.mkdir()
-    shim.write_text(f'#!/bin/sh\necho "$*" >> {tmp_path}/torchrun.calls\n'
-                    f'exec {sys.executable} -m torch.distributed.run "$@"\n')
-    shim.chmod(0o755)
-    env = {**os.environ, "PATH": f"{shim.parent}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+    env = torchrun_shim()
     start = time.perf_counter()
     try:
         out = snakemake(tmp_path, "--cores", "2", "--configfile", str(CONFIGS / "rehearsal.yaml"), timeout=3600,

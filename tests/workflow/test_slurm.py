@@ -74,7 +74,7 @@ def finished_jobs(ids) -> dict:
     return {m.group(1): m.group(2) for m in re.finditer(r"JobId=(\d+) .*?JobState=(\S+)", text)}
 
 
-def test_smoke_config_runs_every_job_on_slurm_and_torchrun_once_per_job(cluster, tmp_path):
+def test_smoke_config_runs_every_job_on_slurm_and_torchrun_once_per_job(cluster, tmp_path, torchrun_shim):
     cfg = yaml.safe_load((REPO / "workflow" / "config" / "smoke.yaml").read_text())
     # The smoke config cut to fit CI's time (all of it takes about 8 minutes here, most of it SLURM and snakemake
     # start-up per job): E1 with two methods in both settings and E5's layer bench still run every kind of job,
@@ -88,12 +88,7 @@ def test_smoke_config_runs_every_job_on_slurm_and_torchrun_once_per_job(cluster,
     cfg["run"]["data"]["batch_size"] = 24
     (tmp_path / "smoke.yaml").write_text(yaml.safe_dump(cfg))
     # a torchrun first on PATH that records each launch (SLURM job and step) and hands over to the real one
-    shim = tmp_path / "bin" / "torchrun"
-    shim.parent.mkdir()
-    shim.write_text(f'#!/bin/sh\necho "$SLURM_JOB_ID $SLURM_STEP_ID $*" >> {tmp_path}/torchrun.calls\n'
-                    f'exec {sys.executable} -m torch.distributed.run "$@"\n')
-    shim.chmod(0o755)
-    env = {**os.environ, "PATH": f"{shim.parent}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+    env = torchrun_shim("$SLURM_JOB_ID $SLURM_STEP_ID $*")
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
            "--profile", str(REPO / "profiles" / "slurm"), "--configfile", str(tmp_path / "smoke.yaml"),
            # test settings: 4 jobs at a time on this machine's cores, quick status checks, keep every job's log

@@ -328,3 +328,11 @@ def test_interrupted_workflow_resumes_the_training_job(tmp_path):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["resumes"] >= 1 and metrics["epochs"] == 40
+
+
+def test_torchrun_shim_records_each_launch_and_hands_over(tmp_path, torchrun_shim):
+    """The shim the SLURM and rehearsal tests count launches with (conftest.py)."""
+    env = torchrun_shim("$*")
+    out = subprocess.run(["torchrun", "--help"], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0 and "nproc" in out.stdout  # the real torchrun answered
+    assert (tmp_path / "torchrun.calls").read_text().splitlines() == ["--help"]
