@@ -40,7 +40,9 @@ class ShardedBatchSampler(Sampler[List[int]]):
 
     shuffle: a permutation drawn from a generator seeded with (seed, epoch), else 0..n-1.
     `start` skips that many batches of the epoch (resuming mid-epoch). Training uses drop_last=True so
-    every global batch is full and splits evenly over the ranks.
+    every global batch is full and splits evenly over the ranks. Without it (evaluation) a last global batch
+    smaller than the number of ranks leaves some ranks no item: they skip that batch rather than yield an
+    empty one (which a DataLoader cannot collate), so a rank may see one batch fewer than len().
     """
 
     def __init__(self, n: int, batch_size: int, *, shuffle: bool, seed: int = 0, rank: int = 0,
@@ -67,7 +69,9 @@ class ShardedBatchSampler(Sampler[List[int]]):
         else:
             order = torch.arange(self.n)
         for b in range(self.start, len(self)):
-            yield order[b * self.batch_size:(b + 1) * self.batch_size][self.rank::self.world_size].tolist()
+            mine = order[b * self.batch_size:(b + 1) * self.batch_size][self.rank::self.world_size].tolist()
+            if mine:
+                yield mine
 
 
 def iterate(dataset: Dataset, sampler: ShardedBatchSampler, num_workers: int = 0, pin_memory: bool = False):
