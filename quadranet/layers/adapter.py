@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Optional, Union
 
+import torch
 from timm.layers import Conv2dSame
 from timm.layers.padding import pad_same
 from torch import Tensor, nn
@@ -118,6 +119,20 @@ class AdapterLayer(nn.Module):
     def term(self, x: Tensor) -> Tensor:
         """The added term alone."""
         raise NotImplementedError
+
+    def _apply(self, fn, recurse=True):
+        # `model.to(memory_format=torch.channels_last)` gives every 4-d weight channels-last strides. The term's
+        # own weights, (C * rank, 1, k, k) and (C, rank, 1, 1), are laid out alike in both formats, and the term
+        # copies them into whatever layout its kernels want, but autograd returns their gradients with standard
+        # strides; DDP then warned "Grad strides do not match bucket view strides" and copied them every step.
+        # So they keep standard strides (the primary keeps the format it is given).
+        super()._apply(fn, recurse)
+        for name, p in self.named_parameters():
+            if not name.startswith("primary.") and p.dim() == 4:
+                standard = torch.empty_like(p, memory_format=torch.contiguous_format)
+                if standard.stride() != p.stride():
+                    p.data = standard.copy_(p)
+        return self
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.primary(x)

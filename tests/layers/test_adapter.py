@@ -113,3 +113,29 @@ def test_tf_same_factors_follow_the_primary_grid(size):
     nn.init.normal_(adapter.quad_out.weight)
     x = torch.randn(1, 6, *size)
     assert adapter.quadratic(x).shape == conv(x).shape == (1, 6, -(-size[0] // 2), -(-size[1] // 2))
+
+
+@pytest.mark.parametrize("name", sorted(CONVS))
+@pytest.mark.parametrize("kind", ["quadratic", "lora"])
+def test_channels_last_model_gets_gradients_in_its_parameters_strides(name, kind):
+    """DDP's gradient buckets take each parameter's strides; a gradient with other strides is copied every step
+    with the warning "Grad strides do not match bucket view strides". After `.to(memory_format=channels_last)`
+    every parameter's gradient must come back with that parameter's strides, on every path of the term."""
+    from quadranet.layers import LowRankAdapter
+    from quadranet.layers.fused import disabled
+
+    torch.manual_seed(0)
+    layer = QuadraticAdapter(CONVS[name]()) if kind == "quadratic" else LowRankAdapter(CONVS[name](), rank=2)
+    nn.init.normal_((layer.quad_out if kind == "quadratic" else layer.lora_b).weight)
+    layer.to(memory_format=torch.channels_last)
+    small = 3 if name == "valid" else 2  # a 2 x 2 map: the 3 x 3 dilation-2 factors read one tap
+    for size, fused in ((9, True), (9, False), (small, True)):  # the fused kernel, the grouped convs, small maps
+        x = torch.randn(2, layer.primary.in_channels, size, size).contiguous(memory_format=torch.channels_last)
+        layer.zero_grad(set_to_none=True)
+        if fused:
+            layer(x).square().sum().backward()
+        else:
+            with disabled():
+                layer(x).square().sum().backward()
+        for pname, p in layer.named_parameters():
+            assert p.grad.stride() == p.stride(), (pname, size, fused)
