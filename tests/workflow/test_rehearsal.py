@@ -28,9 +28,9 @@ SIZES = {"resolution", "batch_size", "eval_batch_size", "num_workers", "train_li
          "fpn_channels", "anchor_size", "box_head_dim", "mask_head_layers", "rpn_proposals", "roi_batch",
          "source_per_class", "model_args", "layer_args"}
 # the other differences, by path: where the data and weights are, the scale label, the resources (2 processes on
-# the CPU), the native resolution (224-260 px on a CPU would take hours), and COCO's lr, scaled with its batch
+# the CPU) and the native resolution (224-260 px on a CPU would take hours)
 PATHS = {("scale",), ("resources",), ("native_resolution",), ("weights",), ("run", "data", "root"), ("source", "data", "root"),
-         ("e3", "data", "root"), ("coco", "run", "data", "root"), ("coco", "run", "train", "lr")}
+         ("e3", "data", "root"), ("coco", "run", "data", "root")}
 
 
 def differences(paper, rehearsal, path=()) -> list:
