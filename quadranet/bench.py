@@ -278,8 +278,9 @@ class StandardBackward(nn.Module):
 
 def build_variant(model: str, variant: str, base: Optional[nn.Module] = None, *, num_classes: int = 1000,
                   rank: int = 4, dilation: int = 2, kernel_size: Optional[int] = 3, targets=None,
-                  v1_size: Optional[str] = None, lora_rank: Optional[int] = None) -> tuple[nn.Module, Optional[int]]:
-    """(the network of `variant` of timm `model`, its adapter rank or None). Variants of `base` are copies of it."""
+                  v1_size: Optional[str] = None, lora_rank=None) -> tuple[nn.Module, object]:
+    """(the network of `variant` of timm `model`, its adapter rank or None; LoRA: layer name -> rank unless
+    `lora_rank` gives one for all). Variants of `base` are copies of it."""
     import timm
 
     if variant == "v1":
@@ -292,10 +293,9 @@ def build_variant(model: str, variant: str, base: Optional[nn.Module] = None, *,
                    memory_efficient=variant == "adapted_memeff", freeze_primary=variant == "adapted_frozen")
         return (StandardBackward(net) if variant == "adapted_autograd" else net), rank
     if variant in ("lora", "lora_frozen"):
-        if lora_rank is None:
-            lora_rank = matched_lora_rank(net, rank, targets, dilation=dilation, kernel_size=kernel_size).rank
-        lora_adapt(net, rank=lora_rank, targets=targets, freeze_primary=variant == "lora_frozen")
-        return net, lora_rank
+        ranks = lora_rank or matched_lora_rank(net, rank, targets, dilation=dilation, kernel_size=kernel_size).ranks
+        lora_adapt(net, rank=ranks, targets=targets, freeze_primary=variant == "lora_frozen")
+        return net, ranks
     raise ValueError(f"variant {variant!r} is not known; expected one of {list(VARIANTS)}")
 
 
@@ -340,6 +340,7 @@ def benchmark(model: str = "convnext_atto", variants: Sequence[str] = VARIANTS, 
     with _setup(dev):
         rows = _measure(nets, make_inputs, F.cross_entropy, modes, device=dev, amp_dtype=amp, compile=compile,
                         steps=steps, warmup=warmup, optimizer=optimizer)
+    ranks = {v: min(r.values()) if isinstance(r, dict) else r for v, r in ranks.items()}  # per-layer LoRA: the lowest
     rows = [dict(model=model, rank=ranks[r["variant"]], flops=flops[r["variant"]], **meta, **r) for r in rows]
     return _with_ratios(rows)
 

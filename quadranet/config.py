@@ -115,6 +115,9 @@ class TrainConfig:
     compile: bool = False
     device: str = "auto"
     eval_every: int = 1  # epochs
+    # further optimizer steps (counted over all stages) after which to evaluate, e.g. where a run crosses its
+    # target. Evaluation is timed apart from training, so where it happens moves no training cost.
+    eval_steps: list = field(default_factory=list)
     eval_at_start: bool = True  # the starting accuracy (an adapt run starts at the pretrained model's)
     # run control: not part of what a run computes, left out of the config hash (RUN_CONTROL). The detection
     # config's train section repeats these fields on purpose (`duplicates` pairs them): the defaults differ per
@@ -278,6 +281,10 @@ def validate(cfg: RunConfig) -> RunConfig:
         cls = cfg.data.classes
         if not cls or any(isinstance(c, bool) or not isinstance(c, int) or not 0 <= c for c in cls):
             raise ConfigError(f"data.classes={cls!r} must be a non-empty list of class ids >= 0")
+    bad = [e for e in cfg.train.eval_steps if isinstance(e, bool) or not isinstance(e, int) or e < 1]
+    if bad:
+        raise ConfigError(f"train.eval_steps={cfg.train.eval_steps!r}: expected a list of optimizer steps >= 1 "
+                          f"(counted over all stages); not steps: {bad}")
     if not 0.0 <= cfg.train.label_smoothing < 1.0:
         raise ConfigError(f"train.label_smoothing={cfg.train.label_smoothing!r} must lie in [0, 1)")
     return cfg

@@ -66,17 +66,21 @@ def build_model(cfg: RunConfig, num_classes: int) -> tuple[nn.Module, dict]:
     if cfg.method == "adapt":
         convert.quadratize(model, **quadratize_options(cfg.adapter))
     elif cfg.method == "lora":
-        info["lora_rank"] = _lora_rank(cfg, model)
-        convert.lora_adapt(model, rank=info["lora_rank"], targets=cfg.adapter.targets)
+        ranks = _lora_ranks(cfg, model)
+        info["lora_rank"] = ranks if isinstance(ranks, int) else min(ranks.values())
+        if not isinstance(ranks, int):  # matched per layer: the ranks and how close the budgets are
+            info["lora_ranks"] = ranks
+        convert.lora_adapt(model, rank=ranks, targets=cfg.adapter.targets)
     return model, info
 
 
-def _lora_rank(cfg: RunConfig, model: nn.Module) -> int:
-    """adapter.lora_rank, else the LoRA rank adding as many parameters as the quadratic adapter would."""
+def _lora_ranks(cfg: RunConfig, model: nn.Module):
+    """adapter.lora_rank, else the LoRA ranks per layer adding as many parameters as the quadratic adapter would
+    (`convert.matched_lora_rank`)."""
     if cfg.adapter.lora_rank:
         return cfg.adapter.lora_rank
     kwargs = quadratize_options(cfg.adapter)
-    return convert.matched_lora_rank(model, kwargs.pop("rank"), **kwargs).rank
+    return convert.matched_lora_rank(model, kwargs.pop("rank"), **kwargs).ranks
 
 
 def build_structure(cfg: RunConfig, num_classes: int) -> nn.Module:
@@ -86,7 +90,7 @@ def build_structure(cfg: RunConfig, num_classes: int) -> nn.Module:
     if cfg.method == "adapt" or cfg.model.quadratic:
         convert.quadratize(model, **quadratize_options(cfg.adapter))
     elif cfg.method == "lora":
-        convert.lora_adapt(model, rank=_lora_rank(cfg, model), targets=cfg.adapter.targets)
+        convert.lora_adapt(model, rank=_lora_ranks(cfg, model), targets=cfg.adapter.targets)
     return model
 
 

@@ -110,6 +110,11 @@ def _run(run: Session) -> dict:
         return run.evaluate(tag, lambda: evaluate(model, eval_set, cfg, device, info, run.amp),
                             {"step": progress.step, "epoch": progress.epoch, "stage": progress.stage})
 
+    def eval_now(tag: str) -> None:
+        progress.last_eval = run_eval(tag)
+        a1 = progress.last_eval["acc1"]
+        progress.best_acc1 = a1 if progress.best_acc1 is None else max(progress.best_acc1, a1)
+
     def measure_share() -> Optional[dict]:
         return run.probe(lambda: convert.quadratic_share(model, share_batches(eval_set, cfg, device)))
 
@@ -121,6 +126,7 @@ def _run(run: Session) -> dict:
     sampler = ShardedBatchSampler(len(train_set), cfg.data.batch_size, shuffle=True, seed=cfg.seed,
                                   rank=info.rank, world_size=info.world_size, drop_last=True)
     steps_per_epoch = len(sampler)
+    eval_steps = set(cfg.train.eval_steps)
     epoch_base = 0  # epochs of the stages before the current one
     for s_idx, stage in enumerate(stages):
         if s_idx < progress.stage:
@@ -139,7 +145,8 @@ def _run(run: Session) -> dict:
         progress.trainable[s_idx:] = [trainable]
         for epoch in range(progress.epoch - epoch_base, stage.epochs):
             window = run.begin_epoch(sampler, steps_per_epoch, f"stage {s_idx} epoch {progress.epoch}")
-            for x, y in iterate(train_set, sampler, cfg.data.num_workers, pin_memory=device.type == "cuda"):
+            for x, y in run.batches(iterate(train_set, sampler, cfg.data.num_workers,
+                                            pin_memory=device.type == "cuda")):
                 x, y = _to_device(x, y, device, cfg)
                 for g in opt.param_groups:
                     g["lr"] = warmup_cosine(epoch * steps_per_epoch + progress.batch, total, warmup, lr,
@@ -153,12 +160,13 @@ def _run(run: Session) -> dict:
                                           "loss": mean, "lr": opt.param_groups[0]["lr"]})
                 if save_now:
                     run.save(model, opt)
+                if progress.step in eval_steps and progress.batch < steps_per_epoch:  # within the epoch
+                    eval_now("step")
+                    run.clock.start("train")
             run.end_epoch()
             final_epoch = s_idx == len(stages) - 1 and epoch == stage.epochs - 1
-            if progress.epoch % cfg.train.eval_every == 0 or final_epoch:
-                progress.last_eval = run_eval("epoch")
-                a1 = progress.last_eval["acc1"]
-                progress.best_acc1 = a1 if progress.best_acc1 is None else max(progress.best_acc1, a1)
+            if progress.epoch % cfg.train.eval_every == 0 or progress.step in eval_steps or final_epoch:
+                eval_now("epoch")
             run.log_epoch({"step": progress.step, "epoch": progress.epoch, "stage": s_idx,
                            "trainable_params": trainable})
             if not final_epoch:

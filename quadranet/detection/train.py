@@ -199,7 +199,7 @@ def _run(run: Session) -> dict:
     for epoch in range(progress.epoch, cfg.epochs):
         train_set.set_epoch(epoch)
         window = run.begin_epoch(sampler, steps_per_epoch, f"epoch {epoch}", dtype=torch.float64)
-        for images, targets in _loader(train_set, sampler, cfg, device):
+        for images, targets in run.batches(_loader(train_set, sampler, cfg, device)):
             images, targets = _to_device(images, targets, device)
             lr = t.lr * lr_factor(progress.step, total, t.warmup_steps, t.warmup_factor, cfg.lr_steps)
             for g in opt.param_groups:

@@ -54,6 +54,7 @@ class Progress:
     last_eval: Optional[dict] = None
     seconds: dict = field(default_factory=dict)  # DeviceClock.seconds
     energy_joules: Optional[float] = None
+    data_wait_s: float = 0.0  # device-seconds the training steps waited for their batch (inside `train`)
     resumes: int = 0
     trainable: list = field(default_factory=list)  # trainable parameters of each stage begun
     log: list = field(default_factory=list)  # every log line so far (log.jsonl is rewritten from it on resume)
@@ -236,6 +237,23 @@ class Session:
         self.clock.start("train")
         return Window(self.device, dtype, self.info)
 
+    def batches(self, loader: Iterable) -> Iterable:
+        """`loader`'s batches, timing how long each took to arrive: the data wait (device-seconds, this rank's
+        times the devices), shown beside a run's cost so a reader sees when it measures the input pipeline."""
+        it = iter(loader)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            self.progress.data_wait_s += (time.perf_counter() - t0) * self.info.world_size
+            yield batch
+
+    def seconds(self) -> dict:
+        """Cumulative training device-seconds (`train_s`, evaluation apart) and data wait, for a log line."""
+        return {"train_s": self.clock.snapshot()["train"], "data_wait_s": self.progress.data_wait_s}
+
     def optimizer_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, clip: Iterable) -> None:
         """Scaled backward, gradient clipping of `clip` (train.grad_clip), optimizer and scaler step."""
         optimizer.zero_grad(set_to_none=True)
@@ -273,7 +291,7 @@ class Session:
         """A 'step' line: `record`, then wall and device seconds, throughput and peak memory; resets `window`."""
         accounting.synchronize(self.device)
         dt = time.perf_counter() - window.t0
-        self.log.write({"event": "step", **record, "wall_s": wall(), "device_s": self.clock.cost(),
+        self.log.write({"event": "step", **record, "wall_s": wall(), "device_s": self.clock.cost(), **self.seconds(),
                         "images_per_s": window.images / dt, "peak_mem_mb": accounting.peak_memory_mb(self.device)})
         window.reset()
 
@@ -285,8 +303,8 @@ class Session:
 
     def log_epoch(self, record: dict) -> None:
         seconds = self.clock.seconds
-        self.log.write({"event": "epoch", **record, "device_s": seconds["train"] + seconds["eval"], "wall_s": wall(),
-                        "peak_mem_mb": accounting.peak_memory_mb(self.device)})
+        self.log.write({"event": "epoch", **record, "device_s": seconds["train"] + seconds["eval"], **self.seconds(),
+                        "wall_s": wall(), "peak_mem_mb": accounting.peak_memory_mb(self.device)})
 
     def evaluate(self, tag: str, fn: Callable[[], dict], record: dict) -> dict:
         """`fn()` timed as evaluation ('initial': the one before training, apart from the cost) and logged."""
@@ -294,7 +312,7 @@ class Session:
         result = fn()
         self.clock.stop()
         self.log.write({"event": "eval", "tag": tag, **record, **result, "device_s": self.clock.cost(),
-                        "wall_s": wall()})
+                        **self.seconds(), "wall_s": wall()})
         return result
 
     def probe(self, fn: Callable[[], Optional[dict]]) -> Optional[dict]:
@@ -338,6 +356,7 @@ class Session:
                 "co2e_kg": accounting.carbon_kg(joules, intensity), "energy_source": self.energy.source,
                 "carbon_intensity_g_per_kwh": intensity,
                 "energy_tracking_s": round(self.energy.seconds, 3),  # its overhead, inside the seconds above
+                "data_wait_s": round(self.progress.data_wait_s, 3),  # inside device_seconds.train
                 "peak_mem_mb": accounting.peak_memory_mb(self.device)}
 
     def provenance(self) -> dict:

@@ -70,8 +70,26 @@ def test_scratch_run_writes_accounting_and_provenance(source):
     steps = [r for r in lines if r["event"] == "step"]
     assert [r["step"] for r in steps] == [2, 4, 5, 6, 8, 10]  # every 2 steps and each epoch's last
     assert all(r["images_per_s"] > 0 and r["loss"] > 0 and r["lr"] > 0 for r in steps)
+    # every line carries training seconds alone (evaluation apart) and the data wait inside them
+    assert evals[-1]["train_s"] == pytest.approx(sec["train"], abs=2e-3) and evals[0]["train_s"] == 0
+    assert all(0 <= r["data_wait_s"] <= r["train_s"] for r in lines)
+    assert 0 < m["data_wait_s"] == pytest.approx(evals[-1]["data_wait_s"], abs=2e-3)
     assert not (source / "checkpoints" / "last.pt").exists()  # removed once complete
     assert (source / "model.safetensors").is_file() and (source / "config.yaml").is_file()
+
+
+def test_eval_steps_add_evaluations_that_move_no_training_cost(source, tmp_path):
+    out = tmp_path / "dense"
+    cli(out, "train.log_every=2", "train.eval_steps=[2, 5, 7]")
+    evals = [r for r in log(out) if r["event"] == "eval"]
+    assert [(r["step"], r["tag"]) for r in evals] == [(0, "initial"), (2, "step"), (5, "epoch"), (7, "step"),
+                                                      (10, "epoch")]
+    # the same training as without them (the same seed and data order): identical losses, accuracy
+    assert [r["loss"] for r in log(out) if r["event"] == "step"] == [r["loss"] for r in log(source) if r["event"] == "step"]
+    assert metrics(out)["acc1"] == metrics(source)["acc1"]
+    assert all(b["train_s"] >= a["train_s"] for a, b in zip(evals, evals[1:]))
+    with pytest.raises(Exception, match="train.eval_steps"):
+        load_config(None, ["train.eval_steps=[0, 3]"])
 
 
 def test_rerunning_a_complete_run_is_a_no_op(source):
@@ -145,7 +163,8 @@ def test_sigkill_mid_epoch_then_rerun_resumes_to_the_same_result(tmp_path):
     assert b["energy_joules"] > saved["energy_joules"]  # energy carries on from the checkpoint's
     for key in ("acc1", "acc5", "best_acc1", "initial_acc1", "steps", "images_seen"):
         assert a[key] == b[key], key
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("wall_s", "device_s", "images_per_s", "peak_mem_mb")}
+    timing = ("wall_s", "device_s", "train_s", "data_wait_s", "images_per_s", "peak_mem_mb")
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in timing}
                           for r in rows]
     assert strip(log(ref)) == strip(log(out))  # the same losses, step by step, and no duplicated lines
 

@@ -40,7 +40,7 @@ def read(out):
     return m, log
 
 
-TIMING = ("wall_s", "device_s", "images_per_s", "peak_mem_mb")
+TIMING = ("wall_s", "device_s", "train_s", "data_wait_s", "images_per_s", "peak_mem_mb")
 
 
 def strip(rows):

@@ -300,7 +300,7 @@ def test_kill_9_then_unlock_and_the_same_command_ends_as_an_uninterrupted_run(tm
     assert b["resumes"] >= 1 and a["resumes"] == 0
     for key in ("acc1", "acc5", "best_acc1", "initial_acc1", "epochs", "steps", "images_seen"):
         assert a[key] == b[key], key
-    timing = ("wall_s", "device_s", "images_per_s", "peak_mem_mb")
+    timing = ("wall_s", "device_s", "train_s", "data_wait_s", "images_per_s", "peak_mem_mb")
     log = lambda d: [{k: v for k, v in json.loads(line).items() if k not in timing}
                      for line in (d / "log.jsonl").read_text().splitlines()]
     assert log(ref) == log(run)  # the same losses, step by step, and no line twice

@@ -1,6 +1,6 @@
 # Stage 3: collect every run folder (and the reference runs committed under results/reference/<hardware>/)
 # into pandas, then tables, figures and the claims report. Only the `quadranet` CLI runs here.
-from quadranet.report import FIGURES, TABLES
+from quadranet.report import BAND, FIGURES, TABLES
 
 COLLECTED = {name: f"results/collected/{name}.csv" for name in ("runs", "curves", "bench")}
 
@@ -85,7 +85,7 @@ rule claims:
         scale=config["scale"],
         competitive_pp=config["report"]["competitive_pp"],
         tolerance_pp=config["report"]["tolerance_pp"],
-        band=" ".join(str(v) for v in config["e3"].get("band", [30, 70])),
+        band=" ".join(str(v) for v in config["e3"].get("band", BAND)),
     localrule: True
     conda:
         "../../envs/quadranet.yaml"
