@@ -9,6 +9,7 @@ from .convert import (
     load_first_order_state_dict,
     lora_adapt,
     matched_lora_rank,
+    merge_lora,
     unlora,
     mark_only_quadratic_trainable,
     quadratic_disabled,
@@ -23,7 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "LowRankAdapter", "QuadraticAdapter", "QuadraticConv2d", "QuadraticLinear", "adapters", "conversion_report",
-    "load_first_order_state_dict", "lora_adapt", "matched_lora_rank", "unlora",
+    "export", "load_first_order_state_dict", "lora_adapt", "matched_lora_rank", "merge_lora", "unlora",
     "mark_only_quadratic_trainable", "pretrained", "quadratic_disabled", "quadratic_parameters",
     "quadratize", "unquadratize",
 ]
@@ -34,3 +35,10 @@ def pretrained(name: str, **kwargs):
     from .models.pretrained import pretrained as _pretrained
 
     return _pretrained(name, **kwargs)
+
+
+def export(model, out, format: str = "onnx", **kwargs):
+    """Export `model` to ONNX or a torch.export archive, ready to deploy (see quadranet.deploy.export)."""
+    from .deploy import export as _export
+
+    return _export(model, out, format, **kwargs)

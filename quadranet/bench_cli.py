@@ -11,6 +11,7 @@ import torch
 from . import io
 from .bench import (LAYER_VARIANTS, MODES, SHOWN, VARIANTS, __doc__ as BENCH_DOC, benchmark, benchmark_layer,
                     check_positive, resolve_device)
+from .deploy_bench import RUNTIME_VARIANTS, RUNTIMES
 
 
 def run(args) -> None:
@@ -26,7 +27,15 @@ def run(args) -> None:
                   warmup=args.warmup, device=args.device, dtype=args.dtype, channels_last=args.channels_last,
                   compile=args.compile, rank=args.rank, dilation=args.dilation, kernel_size=args.kernel_size,
                   seed=args.seed)
-    if args.layer:
+    if args.runtime:  # deployment runtimes beside eager, inference only (quadranet/deploy_bench.py)
+        from .deploy_bench import benchmark_runtimes
+
+        df = benchmark_runtimes(model=args.model, runtimes=args.runtime, variants=args.variants or RUNTIME_VARIANTS,
+                                batch=args.batch, input_size=args.input_size, steps=args.steps, warmup=args.warmup,
+                                device=args.device, channels_last=args.channels_last, num_classes=args.num_classes,
+                                rank=args.rank, dilation=args.dilation, kernel_size=args.kernel_size,
+                                targets=args.targets or None, lora_rank=args.lora_rank, seed=args.seed)
+    elif args.layer:
         df = benchmark_layer(channels=args.channels, layer_kernel=args.layer_kernel,
                              variants=args.variants or LAYER_VARIANTS, **common)
     else:
@@ -34,7 +43,8 @@ def run(args) -> None:
                        targets=args.targets or None, v1_size=args.v1_size, lora_rank=args.lora_rank,
                        optimizer=args.opt, **common)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(df[list(SHOWN)].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+        print(df[[c for c in SHOWN if c != "mode"] + ["runtime", "speedup_vs_eager"] if args.runtime else list(SHOWN)]
+              .to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     print("ratio_vs_first_order: median step time / first_order's, same mode, this process; flops_ratio: FLOPs "
           "per image / first_order's; peak_mem_mb: "
           "torch.cuda.max_memory_allocated (GPU only); saved_for_backward_mb: what autograd keeps for one train "
@@ -73,6 +83,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--targets", nargs="*", default=None, help="layers to adapt (see quadratize)")
     p.add_argument("--v1-size", default=None, help="QuadraNet V1 size (default: from convnext_<size>)")
     p.add_argument("--lora-rank", type=int, default=None, help="default: matched to the quadratic parameter count")
+    p.add_argument("--runtime", nargs="+", default=None, choices=RUNTIMES, metavar="R",
+                   help=f"inference in deployment runtimes ({', '.join(RUNTIMES[1:])}) beside eager, of the exported "
+                        f"variants {', '.join(RUNTIME_VARIANTS)} (rows gain the columns runtime, speedup_vs_eager)")
     p.add_argument("--layer", action="store_true", help="benchmark one depthwise layer instead of a model")
     p.add_argument("--channels", type=int, default=96, help="--layer: channels")
     p.add_argument("--layer-kernel", type=int, default=7, help="--layer: kernel size of the depthwise conv")

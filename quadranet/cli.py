@@ -13,14 +13,14 @@ import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no command may wait on a model hub
 
-from . import bench_cli, convert_cli, fixtures, plan  # noqa: E402
+from . import bench_cli, convert_cli, deploy_cli, fixtures, plan  # noqa: E402
 from .classify import cli as classify_cli  # noqa: E402
 from .detection import cli as detection_cli  # noqa: E402
 from .report import cli as report_cli  # noqa: E402
 
 # train, eval, shift-sweep | detect | collect, tables, figures, claims, reproduce | bench | convert-report | plan |
-# fixtures
-COMMAND_MODULES = (classify_cli, detection_cli, report_cli, bench_cli, convert_cli, plan, fixtures)
+# fixtures | export
+COMMAND_MODULES = (classify_cli, detection_cli, report_cli, bench_cli, convert_cli, plan, fixtures, deploy_cli)
 
 
 def build_parser() -> argparse.ArgumentParser:

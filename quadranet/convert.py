@@ -413,6 +413,18 @@ def unlora(model: nn.Module, merge: bool = True) -> nn.Module:
     return _replace(model, {name: a.merge() if merge else a.primary for name, a in lora_adapters(model)})
 
 
+def merge_lora(model: nn.Module, strict: bool = True) -> nn.Module:
+    """Merge every LowRankAdapter into a plain layer computing primary + B A, in place, as peft's
+    `merge_and_unload`: the same outputs at no added cost. ValueError naming the layers that cannot merge (A's taps
+    off the primary's); with `strict=False` those stay adapters."""
+    found = lora_adapters(model)
+    bad = [name for name, a in found if not a.mergeable]
+    if bad and strict:
+        raise ValueError(f"LoRA layers {bad[:5]}{' ...' if len(bad) > 5 else ''} cannot merge: their A reads pixels "
+                         f"that the primary's kernel does not (kernel size / dilation off the primary's taps)")
+    return _replace(model, {name: a.merge() for name, a in found if a.mergeable})
+
+
 class MatchedRank(NamedTuple):
     rank: int  # the LoRA rank of most layers (the others have rank + 1)
     lora_params: int  # parameters lora_adapt adds at `ranks`

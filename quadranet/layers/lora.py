@@ -26,7 +26,7 @@ from timm.layers.padding import pad_same
 from torch import Tensor, nn
 
 from .adapter import AdapterLayer
-from .grouped import ConvGeometry, fast_cpu, grouped_conv, grouped_pointwise
+from .grouped import ConvGeometry, fast_cpu, grouped_conv, grouped_pointwise, numeric_padding
 
 
 class LowRankAdapter(AdapterLayer):
@@ -78,29 +78,52 @@ class LowRankAdapter(AdapterLayer):
                             p.groups)
         return p._conv_forward(x, weight, p.bias)
 
+    def _taps(self) -> Optional[tuple]:
+        """Per axis, the index in the primary's kernel of each tap of A, or None where a tap of A reads pixels that
+        no tap of the primary reads. A (same stride and groups) reads offset i d_A - p_A of each output position,
+        the primary j d - p: a smaller or dilated A (3 x 3, dilation 2 inside a 7 x 7) sits on the primary's taps."""
+        p = self.primary
+        if (self.kernel_size, self.dilation) == (tuple(p.kernel_size), tuple(p.dilation)):
+            return tuple(tuple(range(k)) for k in p.kernel_size)
+        if self.tf_same:  # the runtime padding differs per kernel: only A of the primary's own geometry merges
+            return None
+        pad = numeric_padding(ConvGeometry(p.stride, p.padding, p.dilation, p.groups), tuple(p.kernel_size))
+        pad_a = numeric_padding(ConvGeometry(p.stride, self._padding, self.dilation, p.groups), self.kernel_size)
+        taps = []
+        for k, d, q, kq, dq, qa in zip(p.kernel_size, p.dilation, pad, self.kernel_size, self.dilation, pad_a):
+            offsets = [i * dq - qa + q for i in range(kq)]
+            if any(o % d or not 0 <= o // d < k for o in offsets):
+                return None
+            taps.append(tuple(o // d for o in offsets))
+        return tuple(taps)
+
     @property
     def mergeable(self) -> bool:
-        """True when B(A(.)) is a layer of the primary's own shape: always for Linear; for a conv when A has
-        the primary's kernel size and dilation (then also its padding)."""
-        p = self.primary
-        if isinstance(p, nn.Linear):
-            return True
-        return (self.kernel_size, self.dilation) == (tuple(p.kernel_size), tuple(p.dilation))
+        """True when B(A(.)) is a layer of the primary's own shape: always for Linear; for a conv when every tap of
+        A lies on a tap of the primary (A of the primary's kernel size and dilation, or a smaller / dilated A
+        inside it; `_taps`)."""
+        return isinstance(self.primary, nn.Linear) or self._taps() is not None
 
     def delta_weight(self) -> Tensor:
-        """B A as a weight of the primary's shape (composed per group for a conv)."""
+        """B A as a weight of the primary's shape (composed per group for a conv, A's taps placed on the primary's)."""
         if not self.mergeable:
             raise ValueError(
-                f"cannot merge: the low-rank term's kernel {self.kernel_size} / dilation {self.dilation} differ from "
-                f"the primary's {tuple(self.primary.kernel_size)} / {tuple(self.primary.dilation)}"
+                f"cannot merge: the low-rank term's kernel {self.kernel_size} / dilation {self.dilation} reads pixels "
+                f"that the primary's {tuple(self.primary.kernel_size)} / {tuple(self.primary.dilation)} does not"
             )
         a, b = self.lora_a.weight, self.lora_b.weight
         if isinstance(self.primary, nn.Linear):
             return b @ a
         g = self.primary.groups
         # per group j: B_j (out/g, r) @ A_j (r, in/g * kh * kw)
-        delta = torch.bmm(b.reshape(g, -1, self.rank), a.reshape(g, self.rank, -1))
-        return delta.reshape(self.primary.weight.shape)
+        delta = torch.bmm(b.reshape(g, -1, self.rank), a.reshape(g, self.rank, -1)).reshape(
+            *self.primary.weight.shape[:2], *a.shape[-2:])
+        if delta.shape == self.primary.weight.shape:
+            return delta
+        rows, cols = (torch.tensor(t, device=delta.device) for t in self._taps())
+        full = delta.new_zeros(self.primary.weight.shape)
+        full[:, :, rows[:, None], cols[None, :]] = delta
+        return full
 
     @torch.no_grad()
     def merge(self) -> Union[nn.Conv2d, nn.Linear]:
