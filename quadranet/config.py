@@ -64,7 +64,8 @@ class AdapterConfig:
     rank: int = 4
     dilation: int = 2
     kernel_size: Optional[int] = 3  # None: each converted layer's own kernel size
-    kernel: str = "bilinear"
+    kernel: str = "bilinear"  # bilinear, rbf or rbf_in (quadranet.layers.adapter)
+    sigma: float = 1.0  # the rbf kernels' width: exp(-BN(sum_i (GELU(A_i x) - GELU(B_i x))^2 / (2 sigma^2)))
     targets: list = field(default_factory=lambda: ["auto"])  # layer types and module-name globs
     memory_efficient: bool = False
     lora_rank: Optional[int] = None  # None: the rank whose parameter count matches the quadratic adapter's
@@ -153,7 +154,7 @@ CHOICES = {
     **COMMON_CHOICES, "method": METHODS, "data.dataset": DATASETS, "data.shift": SHIFTS + (None,),
     "data.eval_split": ("test", "val"), "data.normalize": ("model", "none"), "data.channels": (1, 3),
 }
-POSITIVE = ("adapter.rank", "adapter.dilation", "adapter.kernel_size", "adapter.lora_rank",
+POSITIVE = ("adapter.rank", "adapter.dilation", "adapter.kernel_size", "adapter.lora_rank", "adapter.sigma",
             "data.resolution", "data.batch_size", "data.eval_batch_size", "data.train_per_class",
             "data.train_limit", "data.eval_limit", "model.num_classes", "train.lr", "train.log_every",
             "train.checkpoint_every", "train.eval_every", "train.grad_clip", "train.carbon_intensity")

@@ -88,15 +88,17 @@ def quadratize(
     targets: Union[str, Sequence[str], None] = None,
     memory_efficient: bool = False,
     freeze_primary: bool = False,
+    sigma: float = 1.0,
 ) -> nn.Module:
     """Wrap the chosen layers of `model` in `QuadraticAdapter`s, in place, and return `model`.
 
     At init the converted model computes exactly the original function (the quadratic term's output
-    projection is zero). `kernel_size=None` uses each layer's own kernel size.
+    projection is zero). `kernel_size=None` uses each layer's own kernel size. `kernel`: `bilinear`, `rbf` or
+    `rbf_in` (`QuadraticAdapter`); `sigma`: the RBF kernels' width.
     """
     return _adapt(model, targets, lambda layer, name: QuadraticAdapter(
         layer, rank=rank, kernel_size=kernel_size, dilation=dilation, kernel=kernel,
-        memory_efficient=memory_efficient, freeze_primary=freeze_primary, name=name))
+        memory_efficient=memory_efficient, freeze_primary=freeze_primary, name=name, sigma=sigma))
 
 
 def _adapt(model: nn.Module, targets, make) -> nn.Module:
@@ -327,7 +329,7 @@ def conversion_report(model: nn.Module, input_size: Sequence[int] = (3, 224, 224
         prim = a.primary
         desc = (f"Conv2d({prim.in_channels}, {prim.out_channels}, k={prim.kernel_size[0]}, g={prim.groups})"
                 if isinstance(prim, nn.Conv2d) else f"Linear({prim.in_features}, {prim.out_features})")
-        added = sum(q.numel() for m in (a.quad_a, a.quad_b, a.quad_out) for q in m.parameters())
+        added = sum(q.numel() for n, q in a.named_parameters() if not n.startswith("primary."))
         rows.append(ConvertedLayer(name, desc, a.rank, a.kernel_size, a.dilation,
                                    sum(q.numel() for q in prim.parameters()), added, per_layer[name]))
     return ConversionReport(
@@ -356,7 +358,7 @@ def load_first_order_state_dict(model: nn.Module, state_dict: dict, strict: bool
         if key in own and tuple(own[key].shape) != tuple(value.shape):
             raise ValueError(f"state dict entry {key!r} has shape {tuple(value.shape)}; "
                              f"{type(model).__name__} expects {tuple(own[key].shape)}")
-    quad_keys = {f"{p}{m}.weight" for p in prefixes for m in ("quad_a", "quad_b", "quad_out")}
+    quad_keys = {k for p in prefixes for k in own if k.startswith(p) and not k.startswith(p + "primary.")}
     missing = [k for k in own if k not in renamed and k not in quad_keys]
     unexpected = [k for k in renamed if k not in own]
     if strict and (missing or unexpected):

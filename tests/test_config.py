@@ -25,7 +25,7 @@ def test_hash_ignores_run_control_only():
     (["foo=1"], "unknown config key 'foo'; allowed keys: .*'train'"),
     (["train.lrr=1"], r"unknown config key 'train.lrr'; allowed keys in train: .*'lr'"),
     (["method=distill"], r"method='distill' is not allowed; expected one of \['scratch', 'adapt', 'finetune', 'lora'\]"),
-    (["adapter.kernel=cubic"], r"adapter.kernel='cubic' is not allowed; expected one of \['bilinear'\]"),
+    (["adapter.kernel=cubic"], r"adapter.kernel='cubic' is not allowed; expected one of \['bilinear', 'rbf', 'rbf_in'\]"),
     (["adapter.rank=0"], "adapter.rank=0 must be > 0"),
     (["data.batch_size=abc"], "data.batch_size='abc' must be an integer"),
     (["train.compile=maybe"], "train.compile='maybe' must be true or false"),

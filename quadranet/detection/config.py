@@ -166,7 +166,7 @@ CHOICES = {
     "train.schedule": tuple(SCHEDULES) + (None,),
 }
 POSITIVE = ("model.fpn_channels", "model.anchor_size", "model.box_head_dim", "model.rpn_proposals",
-            "model.roi_batch", "adapter.rank", "adapter.dilation", "adapter.kernel_size",
+            "model.roi_batch", "adapter.rank", "adapter.dilation", "adapter.kernel_size", "adapter.sigma",
             "data.min_size", "data.max_size", "data.batch_size", "data.eval_batch_size", "data.train_limit",
             "data.eval_limit", "train.epochs", "train.lr", "train.log_every", "train.checkpoint_every",
             "train.grad_clip", "train.warmup_factor", "train.carbon_intensity")

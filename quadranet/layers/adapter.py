@@ -9,19 +9,29 @@ conv computes all factors in one launch; for a linear layer they are projections
 P projects the factors back to the primary's output channels and is zero-initialised, so at init the
 layer computes exactly what the primary layer does, while A and B are random (as in LoRA, only one
 factor may be zero or nothing learns).
+
+Kernels k (the authors' `Kernel_Conv` in `miniHuiHui/InfiNet`, `InfiNet.py`; see `product.py`):
+- `bilinear`: k = A x * B x, one product per factor, P weighs the rank products of each group;
+- `rbf`: k = exp(-BN(sum_i (GELU(A_i x) - GELU(B_i x))^2 / (2 sigma^2))), the sum over the rank factors of each
+  group inside the exponent and BatchNorm over the groups' channels, as theirs; P maps each group's one kernel
+  channel to the group's outputs (a per-channel scale on a depthwise layer);
+- `rbf_in`: the same with A on P_a x and B on P_b x, P_a, P_b dense 1x1 convs (linear maps) with bias.
+Their models add the kernel with weight one and train from scratch; here it enters through P = 0, so the
+converted model computes the pretrained function exactly at init for every kernel.
 """
 from __future__ import annotations
 
 from typing import Optional, Union
 
 import torch
+import torch.nn.functional as F
 from timm.layers import Conv2dSame
 from timm.layers.padding import pad_same
 from torch import Tensor, nn
 
-from .fused import depthwise_quadratic, ops
+from .fused import depthwise_quadratic, depthwise_rbf_exponent, ops
 from .grouped import ConvGeometry, grouped_pointwise, one_tap
-from .product import check_kernel, quadratic_product
+from .product import RBF_KERNELS, check_kernel, check_sigma, quadratic_product, rbf_term_exponent
 
 
 def _pair(v) -> tuple:
@@ -105,13 +115,15 @@ class AdapterLayer(nn.Module):
         return nn.Conv2d(p.in_channels, p.groups * self.rank, self.kernel_size, p.stride, self._padding,
                          self.dilation, p.groups, bias=False, device=dev, dtype=dtype)
 
-    def projection(self) -> Union[nn.Conv2d, nn.Linear]:
-        """The zero-initialised projection of the factors back to the primary's outputs (per group for a conv)."""
+    def projection(self, width: Optional[int] = None) -> Union[nn.Conv2d, nn.Linear]:
+        """The zero-initialised projection of `width` (default: rank) channels per group back to the primary's
+        outputs (per group for a conv)."""
         p, dev, dtype = self.primary, self.primary.weight.device, self.primary.weight.dtype
+        width = self.rank if width is None else width
         if isinstance(p, nn.Linear):
-            out = nn.Linear(self.rank, p.out_features, bias=False, device=dev, dtype=dtype)
+            out = nn.Linear(width, p.out_features, bias=False, device=dev, dtype=dtype)
         else:
-            out = nn.Conv2d(p.groups * self.rank, p.out_channels, 1, groups=p.groups, bias=False, device=dev,
+            out = nn.Conv2d(p.groups * width, p.out_channels, 1, groups=p.groups, bias=False, device=dev,
                             dtype=dtype)
         nn.init.zeros_(out.weight)
         return out
@@ -161,14 +173,31 @@ class QuadraticAdapter(AdapterLayer):
         memory_efficient: bool = False,
         freeze_primary: bool = False,
         name: str = "",
+        sigma: float = 1.0,
     ):
         check_kernel(kernel)
+        sigma = check_sigma(sigma)
         super().__init__(primary, rank, kernel_size, dilation, freeze_primary, name)
-        self.kernel, self.memory_efficient = kernel, memory_efficient
+        self.kernel, self.memory_efficient, self.sigma = kernel, memory_efficient, sigma
         self.quad_a, self.quad_b = self.factor(), self.factor()
-        self.quad_out = self.projection()
+        if kernel in RBF_KERNELS:  # one kernel channel per group: the factors are summed in the exponent
+            dev, dtype = primary.weight.device, primary.weight.dtype
+            if isinstance(primary, nn.Linear):
+                self.quad_norm = nn.BatchNorm1d(1, device=dev, dtype=dtype)
+            else:
+                self.quad_norm = nn.BatchNorm2d(primary.groups, device=dev, dtype=dtype)
+            if kernel == "rbf_in":
+                self.quad_in_a, self.quad_in_b = self._in_projection(), self._in_projection()
+        self.quad_out = self.projection(1 if kernel in RBF_KERNELS else None)
         if isinstance(primary, nn.Conv2d) and primary.weight.device.type == "cpu":
             ops()  # build (once per machine) or load the fused CPU kernel now, not inside a timed training step
+
+    def _in_projection(self) -> Union[nn.Conv2d, nn.Linear]:
+        """rbf_in's P_a / P_b: a dense 1x1 conv (linear map) with bias on the primary's input, torch's default init."""
+        p, dev, dtype = self.primary, self.primary.weight.device, self.primary.weight.dtype
+        if isinstance(p, nn.Linear):
+            return nn.Linear(p.in_features, p.in_features, device=dev, dtype=dtype)
+        return nn.Conv2d(p.in_channels, p.in_channels, 1, device=dev, dtype=dtype)
 
     def _geometry(self) -> Optional[ConvGeometry]:
         a = self.quad_a
@@ -183,6 +212,8 @@ class QuadraticAdapter(AdapterLayer):
 
     def quadratic(self, x: Tensor) -> Tensor:
         """The quadratic term alone, P(k(A x, B x))."""
+        if self.kernel in RBF_KERNELS:
+            return self._rbf(x)
         if self.tf_same:
             x = pad_same(x, self.kernel_size, self.quad_a.stride, self.dilation)
         if isinstance(self.quad_a, nn.Conv2d):  # a depthwise term on the CPU: one fused kernel (layers/fused.py)
@@ -203,12 +234,37 @@ class QuadraticAdapter(AdapterLayer):
             return grouped_pointwise(q, self.quad_out.weight, self.quad_out.groups)
         return self.quad_out(q)
 
+    def _rbf(self, x: Tensor) -> Tensor:
+        """P exp(-BN(sum_i (GELU(A_i x_a) - GELU(B_i x_b))^2 / (2 sigma^2))), x_a = x_b = x, or (rbf_in) P_a x, P_b x."""
+        x_a, x_b = x, None
+        if self.kernel == "rbf_in":  # P_a and P_b as one layer with twice the outputs: one launch
+            pa, pb = self.quad_in_a, self.quad_in_b
+            w, b = torch.cat([pa.weight, pb.weight]), torch.cat([pa.bias, pb.bias])
+            both = F.linear(x, w, b) if isinstance(pa, nn.Linear) else F.conv2d(x, w, b)
+            x_a, x_b = both.chunk(2, dim=-1 if isinstance(pa, nn.Linear) else 1)
+        if self.tf_same:  # the factors pad their (projected) inputs, as the primary pads x
+            x_a = pad_same(x_a, self.kernel_size, self.quad_a.stride, self.dilation)
+            x_b = None if x_b is None else pad_same(x_b, self.kernel_size, self.quad_a.stride, self.dilation)
+        scale = 1.0 / (2.0 * self.sigma ** 2)
+        e = None
+        if isinstance(self.quad_a, nn.Conv2d):  # a depthwise term on the CPU: one fused kernel (layers/fused.py)
+            e = depthwise_rbf_exponent(x_a, x_b, self.quad_a.weight, self.quad_b.weight, scale, self._geometry())
+        if e is None:
+            e = rbf_term_exponent(x_a, x_b, self.quad_a.weight, self.quad_b.weight, self._geometry(), scale,
+                                  self.memory_efficient)
+        if isinstance(self.quad_out, nn.Linear):  # BatchNorm over the one kernel feature of every position
+            k = torch.exp(-self.quad_norm(e.reshape(-1, 1)).reshape(e.shape))
+            return self.quad_out(k)
+        k = torch.exp(-self.quad_norm(e))
+        return grouped_pointwise(k, self.quad_out.weight, self.quad_out.groups)
+
     def term(self, x: Tensor) -> Tensor:
         return self.quadratic(x)
 
     def extra_repr(self) -> str:
+        sigma = f", sigma={self.sigma}" if self.kernel in RBF_KERNELS else ""
         return (f"rank={self.rank}, kernel_size={self.kernel_size}, dilation={self.dilation}, "
-                f"kernel={self.kernel!r}, memory_efficient={self.memory_efficient}")
+                f"kernel={self.kernel!r}{sigma}, memory_efficient={self.memory_efficient}")
 
 
 def is_supported(layer: nn.Module) -> bool:

@@ -108,6 +108,18 @@ def _register_fakes() -> None:
         return [torch.empty_like(x) if need_x else x.new_empty((0,)), torch.empty_like(wa), torch.empty_like(wb),
                 torch.empty_like(p)]
 
+    @torch.library.register_fake("quadranet_cpu::dwk_forward")
+    def _(xa, xb, wa, wb, p, kind, kernel, stride, padding, dilation):
+        n, c, h, w = xa.shape
+        ho, wo = (out_size(*args) for args in zip((h, w), kernel, stride, padding, dilation))
+        return xa.new_empty((n, c, ho, wo)).contiguous(memory_format=torch.channels_last)
+
+    @torch.library.register_fake("quadranet_cpu::dwk_backward")
+    def _(grad, xa, xb, wa, wb, p, kind, kernel, stride, padding, dilation, need_xa, need_xb):
+        return [torch.empty_like(xa) if need_xa else xa.new_empty((0,)),
+                torch.empty_like(xb) if need_xb else xb.new_empty((0,)), torch.empty_like(wa), torch.empty_like(wb),
+                torch.empty_like(p)]
+
 
 class DepthwiseQuadraticFn(torch.autograd.Function):
     """sum_r P_r (A_r * x)(B_r * x) per channel; weights packed as A, B (taps, rank, C) and P (rank, C)."""
@@ -155,3 +167,52 @@ def depthwise_quadratic(x: Tensor, weight_a: Tensor, weight_b: Tensor, weight_p:
                                      list(kernel), list(geom.stride), list(numeric_padding(geom, kernel)),
                                      list(geom.dilation))
     return out if x.is_contiguous(memory_format=torch.channels_last) else out.contiguous()
+
+
+
+class DepthwiseRBFExponentFn(torch.autograd.Function):
+    """sum_r scale (GELU(A_r * x_a) - GELU(B_r * x_b))^2 per channel (the rbf kernel's exponent), factors recomputed
+    in backward; x_b is x_a for one input. Weights packed as A, B (taps, rank, C); `p` is scale everywhere."""
+
+    @staticmethod
+    def forward(ctx, x_a, x_b, wa, wb, p, kernel, stride, padding, dilation):
+        one = x_b is None
+        x_a = x_a.contiguous(memory_format=torch.channels_last)
+        x_b = x_a if one else x_b.contiguous(memory_format=torch.channels_last)
+        ctx.save_for_backward(x_a, None if one else x_b, wa, wb, p)
+        ctx.geometry = (kernel, stride, padding, dilation)
+        return torch.ops.quadranet_cpu.dwk_forward(x_a, x_b, wa, wb, p, 1, *ctx.geometry)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x_a, x_b, wa, wb, p = ctx.saved_tensors
+        one = x_b is None
+        grad = grad.contiguous(memory_format=torch.channels_last)
+        need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        gxa, gxb, ga, gb, _ = torch.ops.quadranet_cpu.dwk_backward(grad, x_a, x_a if one else x_b, wa, wb, p, 1,
+                                                                   *ctx.geometry, need_a, need_b and not one)
+        return (gxa if need_a else None), (gxb if need_b and not one else None), ga, gb, None, None, None, None, None
+
+
+def depthwise_rbf_exponent(x_a: Tensor, x_b: Optional[Tensor], weight_a: Tensor, weight_b: Tensor, scale: float,
+                           geom: ConvGeometry) -> Optional[Tensor]:
+    """The rbf kernel's exponent scale * sum_r (GELU(A_r x_a) - GELU(B_r x_b))^2 per channel of a depthwise term
+    through the fused kernel, in x_a's memory format; None where it does not apply (x_b=None: both read x_a).
+
+    weight_a, weight_b: (C * rank, 1, kh, kw) factor convs, grouped per channel."""
+    c = x_a.shape[1] if x_a.dim() == 4 else -1
+    if c < 1 or weight_a.shape[0] % c or (x_b is not None and x_b.shape != x_a.shape):
+        return None
+    rank = weight_a.shape[0] // c
+    p = weight_a.new_full((rank, c), scale)
+    if not applies(x_a, weight_a, p.t().reshape(c, rank, 1, 1), geom):
+        return None
+    kernel = tuple(weight_a.shape[-2:])
+
+    def packed(w: Tensor) -> Tensor:  # (C * rank, 1, kh, kw) -> (kh * kw, rank, C)
+        return w.reshape(c, rank, -1).permute(2, 1, 0).contiguous()
+
+    out = DepthwiseRBFExponentFn.apply(x_a, x_b, packed(weight_a), packed(weight_b), p, list(kernel),
+                                       list(geom.stride), list(numeric_padding(geom, kernel)), list(geom.dilation))
+    return out if x_a.is_contiguous(memory_format=torch.channels_last) else out.contiguous()

@@ -5,9 +5,14 @@ branch outputs for backward; the memory-efficient path (QuadraLib's "hybrid" bac
 2022) saves only the input and the weights, and recomputes the two branches in backward. Layout follows
 timm `layers/activations_me.py`: forward helpers, one `autograd.Function`, one entry point.
 
-Kernel: `bilinear` k(a, b) = a * b, the quadratic neuron. An RBF kernel exp(-(a - b)^2 / 2 sigma^2) of two
-linear branches of the same input was tried and removed: it depends on (A - B) x alone, so it is a Gaussian of one
-linear map, not a second-order interaction (its gradients obey dL/dA = -dL/dB exactly).
+Kernels (`KERNELS`), as in the authors' code (`miniHuiHui/InfiNet`, `InfiNet.py`: `Kernel_Conv`, `Linear_kernel`,
+`RBF_kernel`, `RBF_kernel_in`; the same in `miniHuiHui/InfiNet_det`, `object_detection/models/QuadraNet_v2.py`):
+- `bilinear`: the product a_i * b_i of each pair of factors (theirs: sum_i A_i x * B_i x, the quadratic neuron);
+- `rbf`: the exponent sum_i (GELU(a_i) - GELU(b_i))^2 / (2 sigma^2) over the factors i of a group, which the
+  adapter normalises (BatchNorm over channels) and exponentiates, exp(-BN(.)). The GELU on each branch makes it
+  depend on A and B separately: without it, (A x - B x)^2 is a function of (A - B) x alone and dL/dA = -dL/dB;
+- `rbf_in`: the same exponent with A on P_a x and B on P_b x (P_a, P_b dense 1x1 convs with bias), computed here
+  from the two projected inputs.
 """
 from __future__ import annotations
 
@@ -19,12 +24,20 @@ from torch import Tensor
 
 from .grouped import ConvGeometry, grouped_conv
 
-KERNELS = ("bilinear",)
+KERNELS = ("bilinear", "rbf", "rbf_in")
+RBF_KERNELS = ("rbf", "rbf_in")
 
 
-def check_kernel(kernel: str) -> None:
-    if kernel not in KERNELS:
-        raise ValueError(f"kernel={kernel!r} is not supported; expected one of {KERNELS}")
+def check_kernel(kernel: str, allowed: tuple = KERNELS, where: str = "") -> None:
+    if kernel not in allowed:
+        raise ValueError(f"kernel={kernel!r} is not supported{where}; expected one of {allowed}")
+
+
+def check_sigma(sigma: float) -> float:
+    """The RBF width sigma as a float; ValueError unless it is a finite number > 0."""
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 < float(sigma) < float("inf"):
+        raise ValueError(f"sigma={sigma!r} must be a finite number > 0 (the RBF kernel's width)")
+    return float(sigma)
 
 
 def branch(x: Tensor, weight: Tensor, bias: Optional[Tensor], geom: Optional[ConvGeometry]) -> Tensor:
@@ -105,3 +118,49 @@ def quadratic_product(
     if memory_efficient and torch.is_grad_enabled():
         return QuadraticProductFn.apply(x, weight_a, bias_a, weight_b, bias_b, geom)
     return product(x, weight_a, bias_a, weight_b, bias_b, geom)
+
+
+def rbf_exponent(x_a: Tensor, x_b: Optional[Tensor], weight_a: Tensor, weight_b: Tensor, geom: Optional[ConvGeometry],
+                 scale: float) -> Tensor:
+    """scale * sum_i (GELU(A_i x_a) - GELU(B_i x_b))^2 over the factors i of each group: (N, groups, H, W) for a
+    conv, (..., 1) for a linear branch. `x_b=None`: both branches read x_a (one fused launch)."""
+    g = _groups(geom)
+    if x_b is None:
+        a, b = split(branch(x_a, fuse(weight_a, weight_b, g), None, geom), g, geom)
+    else:
+        a, b = branch(x_a, weight_a, None, geom), branch(x_b, weight_b, None, geom)
+        if geom is not None:
+            a, b = a.unflatten(1, (g, -1)), b.unflatten(1, (g, -1))
+    d = F.gelu(a) - F.gelu(b)
+    return d.square().sum(2 if geom is not None else -1, keepdim=geom is None) * scale
+
+
+class RBFExponentFn(torch.autograd.Function):
+    """`rbf_exponent` that keeps only its inputs and the weights for backward and recomputes the factors there."""
+
+    @staticmethod
+    def forward(ctx, x_a, x_b, weight_a, weight_b, geom, scale):
+        ctx.save_for_backward(x_a, x_b, weight_a, weight_b)
+        ctx.geom, ctx.scale = geom, scale
+        dev = x_a.device.type
+        ctx.autocast = (dev, torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev))
+        return rbf_exponent(x_a, x_b, weight_a, weight_b, geom, scale)
+
+    @staticmethod
+    def backward(ctx, grad):
+        inputs = [None if t is None else t.detach().requires_grad_(need)
+                  for t, need in zip(ctx.saved_tensors, ctx.needs_input_grad)]
+        wanted = [t for t in inputs if t is not None and t.requires_grad]
+        dev, enabled, dtype = ctx.autocast
+        with torch.enable_grad(), torch.autocast(dev, dtype=dtype, enabled=enabled):
+            out = rbf_exponent(*inputs, ctx.geom, ctx.scale)
+        grads = iter(torch.autograd.grad(out, wanted, grad))
+        return (*(next(grads) if t is not None and t.requires_grad else None for t in inputs), None, None)
+
+
+def rbf_term_exponent(x_a: Tensor, x_b: Optional[Tensor], weight_a: Tensor, weight_b: Tensor,
+                      geom: Optional[ConvGeometry], scale: float, memory_efficient: bool = False) -> Tensor:
+    """`rbf_exponent`; `memory_efficient` recomputes the factors in backward instead of storing them."""
+    if memory_efficient and torch.is_grad_enabled():
+        return RBFExponentFn.apply(x_a, x_b, weight_a, weight_b, geom, scale)
+    return rbf_exponent(x_a, x_b, weight_a, weight_b, geom, scale)

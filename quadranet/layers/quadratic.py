@@ -9,6 +9,8 @@ from torch import Tensor, nn
 
 from .product import ConvGeometry, check_kernel, quadratic_product
 
+V1_KERNELS = ("bilinear",)  # the authors' V1 (miniHuiHui/QuadraNet, QuadraNet.py) has the product alone
+
 
 class QuadraticConv2d(nn.Module):
     """f_a(x) * f_b(x) + f_c(x) with three convolutions of identical geometry (depthwise included)."""
@@ -27,7 +29,7 @@ class QuadraticConv2d(nn.Module):
         memory_efficient: bool = False,
     ):
         super().__init__()
-        check_kernel(kernel)
+        check_kernel(kernel, V1_KERNELS, " by the V1 neuron (the adapter, QuadraticAdapter, has rbf and rbf_in)")
 
         def conv():
             return nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
@@ -59,7 +61,7 @@ class QuadraticLinear(nn.Module):
         memory_efficient: bool = False,
     ):
         super().__init__()
-        check_kernel(kernel)
+        check_kernel(kernel, V1_KERNELS, " by the V1 neuron (the adapter, QuadraticAdapter, has rbf and rbf_in)")
         self.fc_a = nn.Linear(in_features, out_features, bias)
         self.fc_b = nn.Linear(in_features, out_features, bias)
         self.fc_c = nn.Linear(in_features, out_features, bias)

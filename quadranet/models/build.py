@@ -20,7 +20,7 @@ __all__ = ["QUADRATIZE_KEYS", "WEIGHTS", "create_model", "quadratize_options", "
 
 WEIGHTS = "model.safetensors"  # a finished run's weights in its folder
 # keyword arguments of `quadranet.quadratize` that a config's `adapter` section sets
-QUADRATIZE_KEYS = ("rank", "dilation", "kernel_size", "kernel", "targets", "memory_efficient")
+QUADRATIZE_KEYS = ("rank", "dilation", "kernel_size", "kernel", "sigma", "targets", "memory_efficient")
 
 
 def resolve_arch(name: str) -> str:

@@ -4,7 +4,7 @@ With `pretrained=True` the primary terms hold the real offline weights of `quadr
 that has such weights is always built in their architecture (e.g. efficientnet_lite0 -> timm
 tf_efficientnet_lite0, TF 'SAME' padding), with or without them, so scratch and adaptation runs compare
 the same network.
-Quadratization options (rank, dilation, kernel_size, kernel, targets, memory_efficient,
+Quadratization options (rank, dilation, kernel_size, kernel, sigma, targets, memory_efficient,
 freeze_primary) are taken from the keyword arguments; the rest go to `timm.create_model`.
 """
 from __future__ import annotations

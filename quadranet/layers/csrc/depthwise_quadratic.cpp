@@ -1,8 +1,11 @@
 // The quadratic adapter's term on a depthwise layer, fused, for the CPU:
 //
-//     out[n, c, o] = sum_r P[r, c] * (sum_t A[t, r, c] x[n, c, o + t]) * (sum_t B[t, r, c] x[n, c, o + t])
+//     out[n, c, o] = sum_r P[r, c] * k(a_r, b_r),  a_r = sum_t A[t, r, c] xa[n, c, o + t],  b_r likewise with B, xb
 //
-// where t runs over the taps of a (strided, dilated, zero-padded) kernel. One pass reads each input pixel's
+// where t runs over the taps of a (strided, dilated, zero-padded) kernel, and k is the bilinear kernel a * b
+// (xa = xb = x: the quadratic term) or the RBF kernel's summand (GELU(a) - GELU(b))^2 (P = 1 / (2 sigma^2): the
+// exponent of the rbf / rbf_in kernels, miniHuiHui/InfiNet, InfiNet.py, RBF_kernel; rbf_in passes xa = P_a x,
+// xb = P_b x). One pass reads each input pixel's
 // taps once per output pixel and writes only the C-channel term; the 2 x rank factor maps are never stored,
 // and backward recomputes them from x (so this is also the memory-efficient path). Tensors are channels-last
 // (N, H, W, C in memory), so every inner loop runs over contiguous channels and vectorises. Weights come
@@ -16,9 +19,84 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <vector>
 
 namespace {
+
+// k(a, b): weighted(p, a, b) = p k(a, b) for forward; grads(a, b, gv, pv, ga, gb) sets ga = gv pv dk/da,
+// gb = gv pv dk/db and returns gv k(a, b), the contribution to dL/dP. (Bilinear keeps the earlier kernel's order
+// of operations, so its results are bit-identical to it.)
+struct Bilinear {
+  template <typename T>
+  static inline T weighted(T p, T a, T b) { return p * a * b; }
+  template <typename T>
+  static inline T grads(T a, T b, T gv, T pv, T& ga, T& gb) {
+    ga = gv * pv * b;
+    gb = gv * pv * a;
+    return gv * a * b;
+  }
+};
+
+// exp(x) for x <= 0 in float with arithmetic alone (Cephes' expf polynomial, relative error ~1e-7), so that the
+// compiler vectorises the loops around it; libm's expf/erff are scalar calls.
+inline float exp_neg(float x) {
+  x = std::max(x, -87.0f);
+  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+// GELU(a) = a Phi(a) (exact, erf-based, as torch.nn.GELU) and its derivative Phi(a) + a phi(a).
+// double: libm. float: erfc from Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7), vectorisable.
+inline void gelu(double a, double& value, double& slope) {
+  const double cdf = 0.5 * std::erfc(-a * M_SQRT1_2);
+  value = a * cdf;
+  slope = cdf + a * 0.39894228040143267794 * std::exp(-0.5 * a * a);
+}
+
+inline void gelu(float a, float& value, float& slope) {
+  const float z = std::fabs(a) * 0.70710678118654752f;
+  const float e = exp_neg(-z * z);  // exp(-a^2 / 2)
+  const float t = 1.0f / (1.0f + 0.3275911f * z);
+  const float tail = 0.5f * t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f +
+                     t * 1.061405429f)))) * e;  // 0.5 erfc(z) = Phi(-|a|)
+  const float cdf = a >= 0.0f ? 1.0f - tail : tail;
+  value = a * cdf;
+  slope = cdf + a * 0.39894228040143268f * e;
+}
+
+struct Rbf {
+  template <typename T>
+  static inline T weighted(T p, T a, T b) {
+    T ga, sa, gb, sb;
+    gelu(a, ga, sa);
+    gelu(b, gb, sb);
+    return p * (ga - gb) * (ga - gb);
+  }
+  template <typename T>
+  static inline T grads(T a, T b, T gv, T pv, T& da, T& db) {
+    T ga, sa, gb, sb;
+    gelu(a, ga, sa);
+    gelu(b, gb, sb);
+    const T d = ga - gb, two_gd = T(2) * gv * pv * d;
+    da = two_gd * sa;
+    db = -two_gd * sb;
+    return gv * d * d;
+  }
+};
 
 constexpr int64_t kBlock = 64;  // channels per block: the factor accumulators (2 x rank x 64) stay in L1
 
@@ -45,133 +123,164 @@ struct Geometry {
 // Register-blocked blocks of V channels for a rank known at compile time: the 2 x R factor accumulators stay in
 // vector registers across the taps (the generic path below keeps them in memory and runs 3-8x slower).
 template <typename T, int R, int V>
-inline void factors_block(const Geometry& g, const T* __restrict__ x, const T* __restrict__ wa,
-                          const T* __restrict__ wb, int taps, const int64_t* offset, const int64_t* tap, int64_t c0,
-                          T (&a)[R][V], T (&b)[R][V]) {
+inline void factors_block(const Geometry& g, const T* __restrict__ xa, const T* __restrict__ xb,
+                          const T* __restrict__ wa, const T* __restrict__ wb, int taps, const int64_t* offset,
+                          const int64_t* tap, int64_t c0, T (&a)[R][V], T (&b)[R][V]) {
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < V; ++v) a[r][v] = b[r][v] = T(0);
   for (int i = 0; i < taps; ++i) {
-    const T* __restrict__ xp = x + offset[i] + c0;
+    const T* __restrict__ xap = xa + offset[i] + c0;
+    const T* __restrict__ xbp = xb + offset[i] + c0;
     const T* __restrict__ ap = wa + tap[i] * R * g.c + c0;
     const T* __restrict__ bp = wb + tap[i] * R * g.c + c0;
     for (int r = 0; r < R; ++r)
       for (int v = 0; v < V; ++v) {
-        a[r][v] += ap[r * g.c + v] * xp[v];
-        b[r][v] += bp[r * g.c + v] * xp[v];
+        a[r][v] += ap[r * g.c + v] * xap[v];
+        b[r][v] += bp[r * g.c + v] * xbp[v];
       }
   }
 }
 
-template <typename T, int R, int V>
-inline void forward_block(const Geometry& g, const T* x, const T* wa, const T* wb, const T* __restrict__ p,
-                          int taps, const int64_t* offset, const int64_t* tap, int64_t c0, T* __restrict__ o) {
+template <typename K, typename T, int R, int V>
+inline void forward_block(const Geometry& g, const T* xa, const T* xb, const T* wa, const T* wb,
+                          const T* __restrict__ p, int taps, const int64_t* offset, const int64_t* tap, int64_t c0,
+                          T* __restrict__ o) {
   T a[R][V], b[R][V], acc[V] = {};
-  factors_block<T, R, V>(g, x, wa, wb, taps, offset, tap, c0, a, b);
+  factors_block<T, R, V>(g, xa, xb, wa, wb, taps, offset, tap, c0, a, b);
   for (int r = 0; r < R; ++r)
-    for (int v = 0; v < V; ++v) acc[v] += p[r * g.c + c0 + v] * a[r][v] * b[r][v];
+    for (int v = 0; v < V; ++v) acc[v] += K::weighted(p[r * g.c + c0 + v], a[r][v], b[r][v]);
   for (int v = 0; v < V; ++v) o[c0 + v] = acc[v];
 }
 
-template <typename T, int R, int V>
-inline void backward_block(const Geometry& g, const T* __restrict__ go, const T* __restrict__ x, const T* wa,
+// gxa, gxb: the input gradients (the same buffer where xa is xb; each thread owns its images, so no race).
+template <typename K, typename T, int R, int V>
+inline void backward_block(const Geometry& g, const T* __restrict__ go, const T* xa, const T* xb, const T* wa,
                            const T* wb, const T* __restrict__ p, int taps, const int64_t* offset, const int64_t* tap,
-                           int64_t c0, T* __restrict__ gx, T* __restrict__ gwa, T* __restrict__ gwb,
+                           int64_t c0, T* gxa, T* gxb, T* __restrict__ gwa, T* __restrict__ gwb,
                            T* __restrict__ gp) {
   T a[R][V], b[R][V], ga[R][V], gb[R][V];
-  factors_block<T, R, V>(g, x, wa, wb, taps, offset, tap, c0, a, b);
+  factors_block<T, R, V>(g, xa, xb, wa, wb, taps, offset, tap, c0, a, b);
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < V; ++v) {
       const T gv = go[c0 + v], pv = p[r * g.c + c0 + v];
-      gp[r * g.c + c0 + v] += gv * a[r][v] * b[r][v];
-      ga[r][v] = gv * pv * b[r][v];  // dL/da
-      gb[r][v] = gv * pv * a[r][v];  // dL/db
+      gp[r * g.c + c0 + v] += K::grads(a[r][v], b[r][v], gv, pv, ga[r][v], gb[r][v]);  // and dL/da, dL/db
     }
+  if (xa == xb) {  // one input: one gradient (the loop of the bilinear-only kernel, so its bits are unchanged)
+    for (int i = 0; i < taps; ++i) {
+      const T* __restrict__ xp = xa + offset[i] + c0;
+      const int64_t w_at = tap[i] * R * g.c + c0;
+      T gxv[V] = {};
+      for (int r = 0; r < R; ++r)
+        for (int v = 0; v < V; ++v) {
+          gwa[w_at + r * g.c + v] += ga[r][v] * xp[v];
+          gwb[w_at + r * g.c + v] += gb[r][v] * xp[v];
+          gxv[v] += ga[r][v] * wa[w_at + r * g.c + v] + gb[r][v] * wb[w_at + r * g.c + v];
+        }
+      if (gxa != nullptr)
+        for (int v = 0; v < V; ++v) gxa[offset[i] + c0 + v] += gxv[v];
+    }
+    return;
+  }
   for (int i = 0; i < taps; ++i) {
-    const T* __restrict__ xp = x + offset[i] + c0;
+    const T* __restrict__ xap = xa + offset[i] + c0;
+    const T* __restrict__ xbp = xb + offset[i] + c0;
     const int64_t w_at = tap[i] * R * g.c + c0;
-    T gxv[V] = {};
+    T gxav[V] = {}, gxbv[V] = {};
     for (int r = 0; r < R; ++r)
       for (int v = 0; v < V; ++v) {
-        gwa[w_at + r * g.c + v] += ga[r][v] * xp[v];
-        gwb[w_at + r * g.c + v] += gb[r][v] * xp[v];
-        gxv[v] += ga[r][v] * wa[w_at + r * g.c + v] + gb[r][v] * wb[w_at + r * g.c + v];
+        gwa[w_at + r * g.c + v] += ga[r][v] * xap[v];
+        gwb[w_at + r * g.c + v] += gb[r][v] * xbp[v];
+        gxav[v] += ga[r][v] * wa[w_at + r * g.c + v];
+        gxbv[v] += gb[r][v] * wb[w_at + r * g.c + v];
       }
-    if (gx != nullptr)
-      for (int v = 0; v < V; ++v) gx[offset[i] + c0 + v] += gxv[v];
+    if (gxa != nullptr)
+      for (int v = 0; v < V; ++v) gxa[offset[i] + c0 + v] += gxav[v];
+    if (gxb != nullptr)
+      for (int v = 0; v < V; ++v) gxb[offset[i] + c0 + v] += gxbv[v];
   }
 }
 
 // The generic path, for any rank and the channels left over after the blocks of V: accumulators in memory.
 // a[r][k], b[r][k] = the two factors of rank r at channel c0 + k, over the live taps.
 template <typename T>
-inline void factors(const Geometry& g, const T* __restrict__ x, const T* __restrict__ wa, const T* __restrict__ wb,
-                    int taps, const int64_t* offset, const int64_t* tap, int64_t c0, int64_t cb,
-                    T* __restrict__ a, T* __restrict__ b) {
+inline void factors(const Geometry& g, const T* __restrict__ xa, const T* __restrict__ xb, const T* __restrict__ wa,
+                    const T* __restrict__ wb, int taps, const int64_t* offset, const int64_t* tap, int64_t c0,
+                    int64_t cb, T* __restrict__ a, T* __restrict__ b) {
   std::fill(a, a + g.rank * kBlock, T(0));
   std::fill(b, b + g.rank * kBlock, T(0));
   for (int i = 0; i < taps; ++i) {
-    const T* __restrict__ xp = x + offset[i] + c0;
+    const T* __restrict__ xap = xa + offset[i] + c0;
+    const T* __restrict__ xbp = xb + offset[i] + c0;
     for (int64_t r = 0; r < g.rank; ++r) {
       const T* __restrict__ ap = wa + (tap[i] * g.rank + r) * g.c + c0;
       const T* __restrict__ bp = wb + (tap[i] * g.rank + r) * g.c + c0;
       T* __restrict__ ar = a + r * kBlock;
       T* __restrict__ br = b + r * kBlock;
       for (int64_t k = 0; k < cb; ++k) {
-        ar[k] += ap[k] * xp[k];
-        br[k] += bp[k] * xp[k];
+        ar[k] += ap[k] * xap[k];
+        br[k] += bp[k] * xbp[k];
       }
     }
   }
 }
 
-template <typename T>
+template <typename K, typename T>
 struct Generic {
   const Geometry& g;
   std::vector<T> buf;
   explicit Generic(const Geometry& g_) : g(g_), buf(4 * g_.rank * kBlock) {}
 
-  void forward(const T* x, const T* wa, const T* wb, const T* p, int taps, const int64_t* offset,
+  void forward(const T* xa, const T* xb, const T* wa, const T* wb, const T* p, int taps, const int64_t* offset,
                const int64_t* tap, int64_t c0, int64_t cb, T* __restrict__ o) {
     T* a = buf.data();
     T* b = a + g.rank * kBlock;
-    factors(g, x, wa, wb, taps, offset, tap, c0, cb, a, b);
+    factors(g, xa, xb, wa, wb, taps, offset, tap, c0, cb, a, b);
     for (int64_t k = 0; k < cb; ++k) o[c0 + k] = T(0);
     for (int64_t r = 0; r < g.rank; ++r) {
       const T* __restrict__ pr = p + r * g.c + c0;
       const T* __restrict__ ar = a + r * kBlock;
       const T* __restrict__ br = b + r * kBlock;
-      for (int64_t k = 0; k < cb; ++k) o[c0 + k] += pr[k] * ar[k] * br[k];
+      for (int64_t k = 0; k < cb; ++k) o[c0 + k] += K::weighted(pr[k], ar[k], br[k]);
     }
   }
 
-  void backward(const T* __restrict__ go, const T* x, const T* wa, const T* wb, const T* p, int taps,
-                const int64_t* offset, const int64_t* tap, int64_t c0, int64_t cb, T* gx, T* gwa, T* gwb, T* gp) {
+  void backward(const T* __restrict__ go, const T* xa, const T* xb, const T* wa, const T* wb, const T* p, int taps,
+                const int64_t* offset, const int64_t* tap, int64_t c0, int64_t cb, T* gxa, T* gxb, T* gwa, T* gwb,
+                T* gp) {
     T* a = buf.data();
     T* b = a + g.rank * kBlock;
     T* ga = b + g.rank * kBlock;
     T* gb = ga + g.rank * kBlock;
-    factors(g, x, wa, wb, taps, offset, tap, c0, cb, a, b);
+    factors(g, xa, xb, wa, wb, taps, offset, tap, c0, cb, a, b);
     for (int64_t r = 0; r < g.rank; ++r) {
       const T* __restrict__ pr = p + r * g.c + c0;
       T* __restrict__ gpr = gp + r * g.c + c0;
-      for (int64_t k = 0; k < cb; ++k) {
-        const T gv = go[c0 + k];
-        gpr[k] += gv * a[r * kBlock + k] * b[r * kBlock + k];
-        ga[r * kBlock + k] = gv * pr[k] * b[r * kBlock + k];
-        gb[r * kBlock + k] = gv * pr[k] * a[r * kBlock + k];
-      }
+      for (int64_t k = 0; k < cb; ++k)
+        gpr[k] += K::grads(a[r * kBlock + k], b[r * kBlock + k], go[c0 + k], pr[k], ga[r * kBlock + k],
+                           gb[r * kBlock + k]);
     }
+    const bool one_input = xa == xb;
     for (int i = 0; i < taps; ++i) {
-      const T* __restrict__ xp = x + offset[i] + c0;
-      T* __restrict__ gxp = gx == nullptr ? nullptr : gx + offset[i] + c0;
+      const T* __restrict__ xap = xa + offset[i] + c0;
+      const T* __restrict__ xbp = xb + offset[i] + c0;
+      T* gxap = gxa == nullptr ? nullptr : gxa + offset[i] + c0;
+      T* gxbp = gxb == nullptr ? nullptr : gxb + offset[i] + c0;
       for (int64_t r = 0; r < g.rank; ++r) {
         const int64_t w_at = (tap[i] * g.rank + r) * g.c + c0;
         for (int64_t k = 0; k < cb; ++k) {
-          gwa[w_at + k] += ga[r * kBlock + k] * xp[k];
-          gwb[w_at + k] += gb[r * kBlock + k] * xp[k];
+          gwa[w_at + k] += ga[r * kBlock + k] * xap[k];
+          gwb[w_at + k] += gb[r * kBlock + k] * xbp[k];
         }
-        if (gxp != nullptr)
-          for (int64_t k = 0; k < cb; ++k) gxp[k] += ga[r * kBlock + k] * wa[w_at + k] + gb[r * kBlock + k] * wb[w_at + k];
+        if (one_input) {
+          if (gxap != nullptr)
+            for (int64_t k = 0; k < cb; ++k)
+              gxap[k] += ga[r * kBlock + k] * wa[w_at + k] + gb[r * kBlock + k] * wb[w_at + k];
+        } else {
+          if (gxap != nullptr)
+            for (int64_t k = 0; k < cb; ++k) gxap[k] += ga[r * kBlock + k] * wa[w_at + k];
+          if (gxbp != nullptr)
+            for (int64_t k = 0; k < cb; ++k) gxbp[k] += gb[r * kBlock + k] * wb[w_at + k];
+        }
       }
     }
   }
@@ -190,10 +299,10 @@ void channel_blocks(const Geometry& g, F body) {
 
 #define DWQ_RANKS(MACRO) MACRO(1) MACRO(2) MACRO(3) MACRO(4) MACRO(5) MACRO(6) MACRO(7) MACRO(8)
 
-template <typename T>
-void forward_kernel(const Geometry& g, const T* x, const T* wa, const T* wb, const T* p, T* out) {
+template <typename K, typename T>
+void forward_kernel(const Geometry& g, const T* xa, const T* xb, const T* wa, const T* wb, const T* p, T* out) {
   at::parallel_for(0, g.n * g.ho, 1, [&](int64_t begin, int64_t end) {
-    Generic<T> generic(g);
+    Generic<K, T> generic(g);
     std::vector<int64_t> offset(g.kh * g.kw), tap(g.kh * g.kw);
     for (int64_t row = begin; row < end; ++row) {
       const int64_t n = row / g.ho, oh = row % g.ho;
@@ -201,10 +310,10 @@ void forward_kernel(const Geometry& g, const T* x, const T* wa, const T* wb, con
         const int taps = g.live_taps(n, oh, ow, offset.data(), tap.data());
         T* o = out + ((n * g.ho + oh) * g.wo + ow) * g.c;
         channel_blocks(g, [&](int64_t c0, int64_t cb, bool blocked) {
-          if (!blocked) return generic.forward(x, wa, wb, p, taps, offset.data(), tap.data(), c0, cb, o);
+          if (!blocked) return generic.forward(xa, xb, wa, wb, p, taps, offset.data(), tap.data(), c0, cb, o);
           switch (g.rank) {
 #define DWQ_FORWARD(R) \
-  case R: return forward_block<T, R, kVector>(g, x, wa, wb, p, taps, offset.data(), tap.data(), c0, o);
+  case R: return forward_block<K, T, R, kVector>(g, xa, xb, wa, wb, p, taps, offset.data(), tap.data(), c0, o);
             DWQ_RANKS(DWQ_FORWARD)
 #undef DWQ_FORWARD
           }
@@ -217,12 +326,12 @@ void forward_kernel(const Geometry& g, const T* x, const T* wa, const T* wb, con
 // Images are split into fixed chunks, each with its own weight-gradient accumulator, summed in chunk order:
 // the result does not depend on how the threads were scheduled. Each chunk owns its images' input gradient.
 // Within a chunk the channel blocks are the outer loop, so a block's weight gradients stay in L1.
-template <typename T>
-void backward_kernel(const Geometry& g, const T* grad, const T* x, const T* wa, const T* wb, const T* p,
-                     T* gx, T* acc, int64_t chunks) {
+template <typename K, typename T>
+void backward_kernel(const Geometry& g, const T* grad, const T* xa, const T* xb, const T* wa, const T* wb,
+                     const T* p, T* gxa, T* gxb, T* acc, int64_t chunks) {
   const int64_t per_chunk = (2 * g.kh * g.kw + 1) * g.rank * g.c;
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
-    Generic<T> generic(g);
+    Generic<K, T> generic(g);
     std::vector<int64_t> offset(g.kh * g.kw), tap(g.kh * g.kw);
     for (int64_t chunk = begin; chunk < end; ++chunk) {
       T* gwa = acc + chunk * per_chunk;
@@ -235,13 +344,15 @@ void backward_kernel(const Geometry& g, const T* grad, const T* x, const T* wa, 
               const int taps = g.live_taps(n, oh, ow, offset.data(), tap.data());
               const T* go = grad + ((n * g.ho + oh) * g.wo + ow) * g.c;
               if (!blocked) {
-                generic.backward(go, x, wa, wb, p, taps, offset.data(), tap.data(), c0, cb, gx, gwa, gwb, gp);
+                generic.backward(go, xa, xb, wa, wb, p, taps, offset.data(), tap.data(), c0, cb, gxa, gxb, gwa,
+                                 gwb, gp);
                 continue;
               }
               switch (g.rank) {
-#define DWQ_BACKWARD(R)                                                                                       \
-  case R:                                                                                                     \
-    backward_block<T, R, kVector>(g, go, x, wa, wb, p, taps, offset.data(), tap.data(), c0, gx, gwa, gwb, gp); \
+#define DWQ_BACKWARD(R)                                                                                      \
+  case R:                                                                                                    \
+    backward_block<K, T, R, kVector>(g, go, xa, xb, wa, wb, p, taps, offset.data(), tap.data(), c0, gxa, gxb, \
+                                     gwa, gwb, gp);                                                          \
     break;
                 DWQ_RANKS(DWQ_BACKWARD)
 #undef DWQ_BACKWARD
@@ -278,19 +389,79 @@ void check_like(const at::Tensor& t, const at::Tensor& x, at::IntArrayRef shape,
               " must be contiguous, of shape ", shape, " and of x's dtype");
 }
 
+enum Kind : int64_t { kBilinear = 0, kRbf = 1 };
+
+at::Tensor forward(const at::Tensor& xa, const at::Tensor& xb, const at::Tensor& wa, const at::Tensor& wb,
+                   const at::Tensor& p, int64_t kind, at::IntArrayRef kernel, at::IntArrayRef stride,
+                   at::IntArrayRef padding, at::IntArrayRef dilation) {
+  const Geometry g = geometry(xa, wa, kernel, stride, padding, dilation);
+  TORCH_CHECK(kind == kBilinear || kind == kRbf, "dwk: kind must be 0 (bilinear) or 1 (rbf), got ", kind);
+  TORCH_CHECK(xb.sizes() == xa.sizes() && xb.is_contiguous(at::MemoryFormat::ChannelsLast) &&
+                  xb.scalar_type() == xa.scalar_type(),
+              "dwk: xb must be channels-last contiguous, of xa's shape and dtype");
+  check_like(wa, xa, wa.sizes(), "A");
+  check_like(wb, xa, wa.sizes(), "B");
+  check_like(p, xa, {g.rank, g.c}, "P");
+  at::Tensor out = at::empty({g.n, g.c, g.ho, g.wo}, xa.options().memory_format(at::MemoryFormat::ChannelsLast));
+  AT_DISPATCH_FLOATING_TYPES(xa.scalar_type(), "dwk_forward", [&] {
+    const scalar_t* a_in = xa.data_ptr<scalar_t>();
+    const scalar_t* b_in = xb.is_same(xa) ? a_in : xb.data_ptr<scalar_t>();
+    if (kind == kBilinear)
+      forward_kernel<Bilinear, scalar_t>(g, a_in, b_in, wa.data_ptr<scalar_t>(), wb.data_ptr<scalar_t>(),
+                                         p.data_ptr<scalar_t>(), out.data_ptr<scalar_t>());
+    else
+      forward_kernel<Rbf, scalar_t>(g, a_in, b_in, wa.data_ptr<scalar_t>(), wb.data_ptr<scalar_t>(),
+                                    p.data_ptr<scalar_t>(), out.data_ptr<scalar_t>());
+  });
+  return out;
+}
+
+// Returns (grad xa, grad xb, grad A, grad B, grad P); a grad not asked for is an empty tensor, and where xb is xa
+// (the same tensor) grad xa holds the whole input gradient and grad xb is empty.
+std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& xa, const at::Tensor& xb,
+                                 const at::Tensor& wa, const at::Tensor& wb, const at::Tensor& p, int64_t kind,
+                                 at::IntArrayRef kernel, at::IntArrayRef stride, at::IntArrayRef padding,
+                                 at::IntArrayRef dilation, bool need_xa, bool need_xb) {
+  const Geometry g = geometry(xa, wa, kernel, stride, padding, dilation);
+  TORCH_CHECK(kind == kBilinear || kind == kRbf, "dwk: kind must be 0 (bilinear) or 1 (rbf), got ", kind);
+  TORCH_CHECK(grad.sizes() == at::IntArrayRef({g.n, g.c, g.ho, g.wo}) &&
+                  grad.is_contiguous(at::MemoryFormat::ChannelsLast) && grad.scalar_type() == xa.scalar_type(),
+              "dwq: grad must be channels-last contiguous, of the output's shape and x's dtype");
+  const bool same = xb.is_same(xa);
+  if (same) {
+    need_xa = need_xa || need_xb;
+    need_xb = false;
+  }
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(g.n, at::get_num_threads()));
+  const int64_t taps_rank_c = g.kh * g.kw * g.rank * g.c;
+  at::Tensor acc = at::zeros({chunks, 2 * taps_rank_c + g.rank * g.c}, xa.options());
+  at::Tensor gxa = need_xa ? at::zeros_like(xa) : at::Tensor();
+  at::Tensor gxb = need_xb ? at::zeros_like(xb) : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES(xa.scalar_type(), "dwk_backward", [&] {
+    const scalar_t* a_in = xa.data_ptr<scalar_t>();
+    const scalar_t* b_in = same ? a_in : xb.data_ptr<scalar_t>();
+    scalar_t* ga_out = need_xa ? gxa.data_ptr<scalar_t>() : nullptr;
+    scalar_t* gb_out = same ? ga_out : (need_xb ? gxb.data_ptr<scalar_t>() : nullptr);
+    if (kind == kBilinear)
+      backward_kernel<Bilinear, scalar_t>(g, grad.data_ptr<scalar_t>(), a_in, b_in, wa.data_ptr<scalar_t>(),
+                                          wb.data_ptr<scalar_t>(), p.data_ptr<scalar_t>(), ga_out, gb_out,
+                                          acc.data_ptr<scalar_t>(), chunks);
+    else
+      backward_kernel<Rbf, scalar_t>(g, grad.data_ptr<scalar_t>(), a_in, b_in, wa.data_ptr<scalar_t>(),
+                                     wb.data_ptr<scalar_t>(), p.data_ptr<scalar_t>(), ga_out, gb_out,
+                                     acc.data_ptr<scalar_t>(), chunks);
+  });
+  at::Tensor total = acc.sum(0);
+  const at::Tensor empty = at::empty({0}, xa.options());
+  return {need_xa ? gxa : empty, need_xb ? gxb : empty, total.slice(0, 0, taps_rank_c).view(wa.sizes()),
+          total.slice(0, taps_rank_c, 2 * taps_rank_c).view(wa.sizes()),
+          total.slice(0, 2 * taps_rank_c).view({g.rank, g.c})};
+}
+
 at::Tensor dwq_forward(const at::Tensor& x, const at::Tensor& wa, const at::Tensor& wb, const at::Tensor& p,
                        at::IntArrayRef kernel, at::IntArrayRef stride, at::IntArrayRef padding,
                        at::IntArrayRef dilation) {
-  const Geometry g = geometry(x, wa, kernel, stride, padding, dilation);
-  check_like(wa, x, wa.sizes(), "A");
-  check_like(wb, x, wa.sizes(), "B");
-  check_like(p, x, {g.rank, g.c}, "P");
-  at::Tensor out = at::empty({g.n, g.c, g.ho, g.wo}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dwq_forward", [&] {
-    forward_kernel<scalar_t>(g, x.data_ptr<scalar_t>(), wa.data_ptr<scalar_t>(), wb.data_ptr<scalar_t>(),
-                             p.data_ptr<scalar_t>(), out.data_ptr<scalar_t>());
-  });
-  return out;
+  return forward(x, x, wa, wb, p, kBilinear, kernel, stride, padding, dilation);
 }
 
 // Returns (grad x or an empty tensor, grad A, grad B, grad P).
@@ -298,23 +469,23 @@ std::vector<at::Tensor> dwq_backward(const at::Tensor& grad, const at::Tensor& x
                                      const at::Tensor& wb, const at::Tensor& p, at::IntArrayRef kernel,
                                      at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                                      bool need_x) {
-  const Geometry g = geometry(x, wa, kernel, stride, padding, dilation);
-  TORCH_CHECK(grad.sizes() == at::IntArrayRef({g.n, g.c, g.ho, g.wo}) &&
-                  grad.is_contiguous(at::MemoryFormat::ChannelsLast) && grad.scalar_type() == x.scalar_type(),
-              "dwq: grad must be channels-last contiguous, of the output's shape and x's dtype");
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(g.n, at::get_num_threads()));
-  const int64_t taps_rank_c = g.kh * g.kw * g.rank * g.c;
-  at::Tensor acc = at::zeros({chunks, 2 * taps_rank_c + g.rank * g.c}, x.options());
-  at::Tensor gx = need_x ? at::zeros_like(x) : at::Tensor();
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dwq_backward", [&] {
-    backward_kernel<scalar_t>(g, grad.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), wa.data_ptr<scalar_t>(),
-                              wb.data_ptr<scalar_t>(), p.data_ptr<scalar_t>(),
-                              need_x ? gx.data_ptr<scalar_t>() : nullptr, acc.data_ptr<scalar_t>(), chunks);
-  });
-  at::Tensor total = acc.sum(0);
-  return {need_x ? gx : at::empty({0}, x.options()), total.slice(0, 0, taps_rank_c).view(wa.sizes()),
-          total.slice(0, taps_rank_c, 2 * taps_rank_c).view(wa.sizes()),
-          total.slice(0, 2 * taps_rank_c).view({g.rank, g.c})};
+  std::vector<at::Tensor> out = backward(grad, x, x, wa, wb, p, kBilinear, kernel, stride, padding, dilation,
+                                         need_x, false);
+  return {out[0], out[2], out[3], out[4]};
+}
+
+// The kernel `kind` on two inputs (xa for A, xb for B; pass the same tensor twice for one input).
+at::Tensor dwk_forward(const at::Tensor& xa, const at::Tensor& xb, const at::Tensor& wa, const at::Tensor& wb,
+                       const at::Tensor& p, int64_t kind, at::IntArrayRef kernel, at::IntArrayRef stride,
+                       at::IntArrayRef padding, at::IntArrayRef dilation) {
+  return forward(xa, xb, wa, wb, p, kind, kernel, stride, padding, dilation);
+}
+
+std::vector<at::Tensor> dwk_backward(const at::Tensor& grad, const at::Tensor& xa, const at::Tensor& xb,
+                                     const at::Tensor& wa, const at::Tensor& wb, const at::Tensor& p, int64_t kind,
+                                     at::IntArrayRef kernel, at::IntArrayRef stride, at::IntArrayRef padding,
+                                     at::IntArrayRef dilation, bool need_xa, bool need_xb) {
+  return backward(grad, xa, xb, wa, wb, p, kind, kernel, stride, padding, dilation, need_xa, need_xb);
 }
 
 }  // namespace
@@ -324,9 +495,15 @@ TORCH_LIBRARY(quadranet_cpu, m) {
         "int[] dilation) -> Tensor");
   m.def("dwq_backward(Tensor grad, Tensor x, Tensor wa, Tensor wb, Tensor p, int[] kernel, int[] stride, "
         "int[] padding, int[] dilation, bool need_x) -> Tensor[]");
+  m.def("dwk_forward(Tensor xa, Tensor xb, Tensor wa, Tensor wb, Tensor p, int kind, int[] kernel, int[] stride, "
+        "int[] padding, int[] dilation) -> Tensor");
+  m.def("dwk_backward(Tensor grad, Tensor xa, Tensor xb, Tensor wa, Tensor wb, Tensor p, int kind, int[] kernel, "
+        "int[] stride, int[] padding, int[] dilation, bool need_xa, bool need_xb) -> Tensor[]");
 }
 
 TORCH_LIBRARY_IMPL(quadranet_cpu, CPU, m) {
   m.impl("dwq_forward", &dwq_forward);
   m.impl("dwq_backward", &dwq_backward);
+  m.impl("dwk_forward", &dwk_forward);
+  m.impl("dwk_backward", &dwk_backward);
 }
