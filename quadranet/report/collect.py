@@ -6,7 +6,8 @@ train`), optionally `bench/*.csv`. Reference runs measured elsewhere keep the sa
 `<reference>/<hardware>/`; their rows carry that folder's name as `hardware`, local rows "this machine (...)".
 Nested keys are flattened with dots (`device_seconds.train`, `quadratic_share.end.median`); config keys get the
 prefix `cfg.` (the engine's method is `cfg.method`; `method` is the workflow's label, e.g. fo_scratch).
-`cost_s` = device_seconds.train + eval, from the first optimizer step (the evaluation before training apart).
+`train_s` = device_seconds.train (the cost as the paper counts it: training, data loading inside), `eval_s` = the
+evaluations after the first optimizer step, `cost_s` = both (the evaluation before training apart).
 """
 from __future__ import annotations
 
@@ -71,6 +72,7 @@ def read_run(run_dir: PathLike, log: Optional[pd.DataFrame] = None) -> Optional[
         # start-up apart (design section 4); older runs counted the initial evaluation in `eval`: taken off here
         old = 0.0 if "initial_eval" in secs else initial_eval_s(read_log(run_dir) if log is None else log)
         row["cost_s"] = secs["train"] + secs.get("eval", 0.0) - old
+        row["train_s"], row["eval_s"] = secs["train"], secs.get("eval", 0.0) - old
     row["hardware_name"] = hardware_label(metrics)
     return row
 
@@ -161,3 +163,33 @@ def load_collected(folder: PathLike) -> tuple[pd.DataFrame, pd.DataFrame, pd.Dat
         except pd.errors.EmptyDataError:
             return pd.DataFrame()
     return read("runs"), read("curves"), read("bench")
+
+
+ROLE = ["exp", "backbone", "method", "variant", "seed"]
+
+
+def count_once(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """(runs with each run counted once, a note per hardware label that lost runs). A run that appears under
+    several hardware labels (one reference holding another's runs, or a rerun identical to the image) with the
+    same role, config hash and result is kept only under the label holding the most runs (the superset); the
+    others are shown as its reproduction, not as independent evidence."""
+    if runs.empty or "config_hash" not in runs or runs["hardware"].nunique() < 2:
+        return runs, []
+    done = runs[runs["status"] == "done"]
+    result = next((c for c in ("acc1", "box_ap") if c in done), None)
+    key = [*ROLE, "config_hash"] + ([result] if result else [])
+    size = done.groupby("hardware")["run"].nunique()
+    ranked = done.assign(_size=done["hardware"].map(size)).sort_values(["_size", "hardware"],
+                                                                        ascending=[False, True], kind="stable")
+    dup = ranked.duplicated(key, keep="first") & ranked[key].notna().all(axis=1)
+    drop = ranked[dup]
+    if drop.empty:
+        return runs, []
+    kept = ranked[~dup].drop_duplicates(key).set_index(key)["hardware"]
+    notes = []
+    for hw, g in drop.groupby("hardware", sort=True):
+        into = sorted(set(kept.loc[[tuple(r) for r in g[key].itertuples(index=False)]]))
+        notes.append(f"{hw}: {g['run'].nunique()} of its {size[hw]} runs are also {', '.join(into)}'s, with the same "
+                     f"config and the same {result or 'result'} (reproduced to the image): counted once, as "
+                     f"{', '.join(into)}'s")
+    return runs.drop(index=drop.index), notes

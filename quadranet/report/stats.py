@@ -1,9 +1,8 @@
 """Seed statistics of the report: Student-t intervals, paired differences by seed, binomial standard errors.
 
 Every interval is a two-sided 95% Student-t interval over seeds: mean ± t_{0.975, n-1} * sd / sqrt(n), with the
-sample standard deviation (ddof=1); fewer than 2 values give no interval (NaN bounds). The t quantile is
-computed with the standard library only (closed-form t distribution for integer degrees of freedom, inverted
-by bisection), so no statistics package is needed.
+sample standard deviation (ddof=1), the quantile from scipy.stats; fewer than 2 values give no interval (NaN
+bounds).
 """
 from __future__ import annotations
 
@@ -11,39 +10,17 @@ import math
 from typing import Iterable, Sequence
 
 import pandas as pd
+from scipy import stats
 
 LEVEL = 0.95
 INTERVAL_RULE = "95% Student-t interval over seeds (mean ± t_{0.975,n-1}·sd/√n, sd with n-1)"
-
-
-def t_central(t: float, df: int) -> float:
-    """P(|T| <= t) for Student's t with integer df (Abramowitz & Stegun 26.7.3 / 26.7.4)."""
-    theta = math.atan(t / math.sqrt(df))
-    c2, s = math.cos(theta) ** 2, math.sin(theta)
-    if df % 2:  # odd: (2/pi) (theta + sin cos (1 + 2/3 cos^2 + 2*4/(3*5) cos^4 + ...)), last power df-3
-        term, total = 1.0, 1.0 if df > 1 else 0.0
-        for k in range(1, (df - 1) // 2):
-            term *= c2 * (2 * k) / (2 * k + 1)
-            total += term
-        return 2 / math.pi * (theta + s * math.cos(theta) * total)
-    term, total = 1.0, 1.0  # even: sin (1 + 1/2 cos^2 + 1*3/(2*4) cos^4 + ...), last power df-2
-    for k in range(1, df // 2):
-        term *= c2 * (2 * k - 1) / (2 * k)
-        total += term
-    return s * total
 
 
 def t_quantile(level: float, df: int) -> float:
     """t with P(|T| <= t) = level (the two-sided quantile: t_quantile(0.95, 2) = 4.303)."""
     if df < 1 or not 0 < level < 1:
         raise ValueError(f"t quantile needs df >= 1 and 0 < level < 1, got df={df}, level={level}")
-    lo, hi = 0.0, 1.0
-    while t_central(hi, df) < level:
-        hi *= 2
-    for _ in range(100):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if t_central(mid, df) < level else (lo, mid)
-    return (lo + hi) / 2
+    return float(stats.t.ppf((1 + level) / 2, df))
 
 
 def t_interval(values: Iterable[float], level: float = LEVEL) -> dict:
