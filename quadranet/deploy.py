@@ -108,12 +108,13 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> int:
     def seen(name: str) -> None:
         calls[name] = calls.get(name, 0) + 1
 
-    def produced(m, args, out, name):  # the output itself is kept, so no other tensor can take its id meanwhile
+    # tensors are kept beside their ids, so that no other tensor can take an id during the forward
+    def produced(m, args, out, name):
         outputs[id(out)] = (name, out)
         seen(name)
 
     def consumed(m, args, name):
-        inputs[name] = id(args[0])
+        inputs[name] = (id(args[0]), args[0])
         seen(name)
 
     for name, m in producers.items():
@@ -126,7 +127,7 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> int:
     finally:
         for h in hooks:
             h.remove()
-    pairs = [(outputs[i][0], n) for n, i in inputs.items()
+    pairs = [(outputs[i][0], n) for n, (i, _) in inputs.items()
              if i in outputs and calls[n] == 1 and calls[outputs[i][0]] == 1]
     if not pairs:
         return 0

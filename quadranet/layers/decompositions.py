@@ -45,29 +45,61 @@ def is_custom(target) -> bool:
     return isinstance(target, torch._ops.OpOverload) and target.namespace == NAMESPACE
 
 
+def _trimmed(x_a: Tensor, x_b: Tensor, wa: Tensor, wb: Tensor, kernel, stride, padding, dilation):
+    """(x_a, x_b, A, B as (rank, C, 1, kh, kw), padding) with the kernel taps that read only padding dropped, as in
+    the eager CPU path (on the small maps of a 32 px network most taps of a dilated factor do)."""
+    taps, rank, c = wa.shape
+    a, b = (w.permute(1, 2, 0).reshape(rank, c, 1, *kernel) for w in (wa, wb))
+    trim = _trim(x_a, tuple(kernel), ConvGeometry(tuple(stride), tuple(padding), tuple(dilation), c))
+    if trim is None:
+        return x_a, x_b, a, b, tuple(padding)
+    one = x_b is x_a
+    x_a, rows, cols = trim
+    x_b = x_a if one else _trim(x_b, tuple(kernel), ConvGeometry(tuple(stride), tuple(padding), tuple(dilation), c))[0]
+    return x_a, x_b, a[..., rows, cols], b[..., rows, cols], (0, 0)
+
+
+def _depthwise(x: Tensor, w: Tensor, stride, padding, dilation) -> Tensor:
+    """A multiplier-1 depthwise conv (the runtimes' fast depthwise kernel: one grouped conv with 2 x rank outputs
+    per channel ran 2-7x slower in ONNX Runtime); one tap without padding: a per-channel scale."""
+    if w.shape[-2:] == (1, 1) and tuple(padding) == (0, 0):
+        return x[..., ::stride[0], ::stride[1]] * w.reshape(1, -1, 1, 1)
+    return F.conv2d(x, w, None, stride, padding, dilation, w.shape[0])
+
+
+def _sum(terms: list) -> Tensor:
+    out = terms[0]
+    for t in terms[1:]:
+        out = out + t
+    return out
+
+
 @register_decomposition("quadranet_cpu::dwq_forward")
 def dwq_forward(x: Tensor, wa: Tensor, wb: Tensor, p: Tensor, kernel, stride, padding, dilation) -> Tensor:
-    """sum_r P_r (A_r * x)(B_r * x) per channel (x: N C H W; wa, wb: taps x rank x C; p: rank x C).
+    """sum_r P_r (A_r * x)(B_r * x) per channel (x: N C H W; wa, wb: taps x rank x C; p: rank x C): the quadratic
+    term of a depthwise adapter."""
+    return dwk_forward(x, x, wa, wb, p, 0, kernel, stride, padding, dilation)
 
-    Written for ONNX Runtime and OpenVINO: P is folded into A, each rank is a pair of multiplier-1 depthwise
-    convs (the runtimes' fast depthwise kernels; one grouped conv with 2 x rank outputs per channel ran 2-7x
-    slower there), and kernel taps that read only padding are dropped as in the eager CPU path, so a factor that
-    reads one tap on a small map is an elementwise product."""
-    taps, rank, c = wa.shape
-    kh, kw = kernel
-    a = (wa * p.unsqueeze(0)).permute(1, 2, 0).reshape(rank, c, 1, kh, kw)
-    b = wb.permute(1, 2, 0).reshape(rank, c, 1, kh, kw)
-    stride, padding, dilation = tuple(stride), tuple(padding), tuple(dilation)
-    trim = _trim(x, (kh, kw), ConvGeometry(stride, padding, dilation, c))
-    if trim is not None:
-        x, rows, cols = trim
-        a, b, padding = a[..., rows, cols], b[..., rows, cols], (0, 0)
-        if a.shape[-2:] == (1, 1):  # one tap: x^2 * sum_r P_r A_r B_r
-            xs = x[..., ::stride[0], ::stride[1]]
+
+@register_decomposition("quadranet_cpu::dwk_forward")
+def dwk_forward(xa: Tensor, xb: Tensor, wa: Tensor, wb: Tensor, p: Tensor, kind: int, kernel, stride, padding,
+                dilation) -> Tensor:
+    """Kernel `kind` per channel: 0 (bilinear) sum_r P_r (A_r * xa)(B_r * xb), P folded into A, and with one input
+    and one tap left x^2 * sum_r P_r A_r B_r; 1 (the rbf exponent) sum_r P_r (GELU(A_r * xa) - GELU(B_r * xb))^2,
+    GELU exact (erf-based) as in the kernel."""
+    rank, c = p.shape
+    one = xb is xa
+    xa, xb, a, b, padding = _trimmed(xa, xb, wa, wb, kernel, stride, padding, dilation)
+    s = p.reshape(rank, c, 1, 1, 1)
+    if kind == 0:
+        a = a * s
+        if one and a.shape[-2:] == (1, 1) and padding == (0, 0):
+            xs = xa[..., ::stride[0], ::stride[1]]
             return xs * xs * (a * b).sum(0).reshape(1, c, 1, 1)
-    out = None
-    for r in range(rank):
-        term = F.conv2d(x, a[r], None, stride, padding, dilation, c) * F.conv2d(x, b[r], None, stride, padding,
-                                                                                 dilation, c)
-        out = term if out is None else out + term
-    return out
+        return _sum([_depthwise(xa, a[r], stride, padding, dilation) * _depthwise(xb, b[r], stride, padding, dilation)
+                     for r in range(rank)])
+    if kind == 1:
+        return _sum([s[r].reshape(1, c, 1, 1) * (F.gelu(_depthwise(xa, a[r], stride, padding, dilation))
+                                                 - F.gelu(_depthwise(xb, b[r], stride, padding, dilation))).square()
+                     for r in range(rank)])
+    raise ValueError(f"dwk_forward: kind={kind} has no decomposition; expected 0 (bilinear) or 1 (rbf)")
