@@ -25,7 +25,8 @@ TEST_CASES = {
     "tf_same_strided_atrous": (lambda: Conv2dSame(6, 6, 5, stride=2, groups=6), dict(kernel_size=3, dilation=2)),
     "linear": (lambda: nn.Linear(10, 6), {}),
 }
-MERGEABLE = sorted(k for k, (_, kw) in TEST_CASES.items() if kw in ({}, dict(dilation=None)))
+# A of the primary's own geometry, or a smaller / dilated A on the primary's taps (3 x 3 dilation 2 inside 7 x 7)
+MERGEABLE = sorted([k for k, (_, kw) in TEST_CASES.items() if kw in ({}, dict(dilation=None))] + ["depthwise_atrous"])
 MODELS = {"convnext_atto": 12, "resnet18": 17, "efficientnet_lite0": 16}  # layers the default targets choose
 # timm's random-init ResNet zeroes each block's last BN scale, which would cut every gradient inside the blocks
 MODEL_KWARGS = {"resnet18": dict(zero_init_last=False)}
