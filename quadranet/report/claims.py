@@ -1,4 +1,4 @@
-"""The claims report: the paper's claims C1-C8 and the suite's own questions A1-A2, each with the paper's value,
+"""The claims report: the paper's claims C1-C9 and the suite's own questions A1-A2, each with the paper's value,
 ours with its interval, a verdict and one line of why.
 
 Every verdict comes from a 95% Student-t interval over seeds, paired by seed (stats.py), tested against the
@@ -35,6 +35,7 @@ COARSE = "inconclusive (the evaluations are too sparse to place the time to targ
 LINEAR = LINEAR_SHIFTS  # every other E3 shift is nonlinear
 C1_SAVINGS = 0.90  # the paper's low end
 CONTROLS = ("finetune", "lora", "head")  # from the same weights as adapt: what the quadratic term must beat
+SHORT = {"finetune": "ft", "lora": "LoRA", "head": "head"}
 GROUP = ("hardware", "backbone", "variant")
 OVERALL_RULE = ("Overall: holds when every testable group holds, does not hold when any does not, not testable when "
                 "no group is testable, else inconclusive.")
@@ -61,6 +62,10 @@ RULES = {
            "does not hold when its upper bound is < 0, else inconclusive; untestable without a kept nonlinear "
            "shift. Printed beside, not used: D = A minus the same mean over the linear shifts ({linear}), and the "
            "head-only control. " + OVERALL_RULE),
+    "C9": ("per hardware and kernel (E4 variants whose adapter.kernel is not bilinear): paired difference by seed "
+           "of final top-1, kernel minus the base variant (bilinear, otherwise the same adaptation); holds when the "
+           "lower bound of its {interval} is > 0, does not hold when the upper bound is < 0, else inconclusive. "
+           + OVERALL_RULE),
     "A1": ("per E1 backbone and setting: paired differences by seed of final top-1, adapt minus each control that "
            "starts from the same weights ({controls}); holds when the lower bound of every control's {interval} "
            "is > 0 (the quadratic adapter beats them all), does not hold when the upper bound of any is < 0 (a "
@@ -437,6 +442,35 @@ def c8(runs, curves, bench, **_) -> Finding:
                    "needs a state-of-the-art high-order baseline in the bench")
 
 
+def c9(runs, curves, bench, **_) -> Finding:
+    rule = RULES["C9"].format(interval=INTERVAL_RULE)
+    r = finished(runs, "e4")
+    kernel = r.get("cfg.adapter.kernel", pd.Series(dtype=object)) if len(r) else pd.Series(dtype=object)
+    kernels = sorted(set(kernel.dropna()) - {"bilinear"}) if len(r) else []
+    if not kernels:
+        absent = "no E4 run with another kernel than bilinear"
+        return Finding(UNTESTABLE, absent, absent, absent, rule)
+    base = r[r["variant"] == "base"]
+    verdicts, named, heads, details = [], [], [], []
+    for k in kernels:
+        g = r[(kernel == k)]
+        for variant in sorted(set(g["variant"])):
+            both = pd.concat([g[g["variant"] == variant].assign(method=variant), base.assign(method="base")])
+            p = paired(both, "acc1", variant, "base", ["hardware", "backbone"])
+            for _, row in p.iterrows():
+                v = interval_verdict(row, 0.0, strict=True)
+                verdicts.append(v)
+                named.append((f"{k} [{row['hardware']}]", v))
+                heads.append(f"{k} - bilinear {_short(row)}")
+                share = g[g["variant"] == variant].get("quadratic_share.end.median", pd.Series(dtype=float)).mean()
+                details.append(f"{row['backbone']} [{row['hardware']}] {variant} (kernel {k}): {v}: {k} - bilinear "
+                               f"top-1 {fmt_interval(row, unit=' pp')}; its quadratic share at the end {share:.3f}")
+    verdict = overall(verdicts)
+    why = _why(verdict, named, {FAILS: "a kernel ends below the bilinear adapter",
+                                HOLDS: "every kernel ends above the bilinear adapter"})
+    return Finding(verdict, "; ".join(heads), why, "; ".join(details), rule)
+
+
 # ---------------------------------------------------------------- A1-A2: the suite's own questions
 def _times_text(mt: pd.DataFrame, row) -> str:
     """Each method's time to the scratch target in one group, and its savings against scratch."""
@@ -470,14 +504,15 @@ def a1(runs, curves, bench, tolerance_pp=TOLERANCE_PP, **_) -> Finding:
              else FEW_SEEDS if FEW_SEEDS in each.values() else INCONCLUSIVE)
         verdicts.append(v)
         named.append((_name(g, False), v))
-        heads.append(f"{_name(g, False)}: " + ", ".join(f"- {c} {_short(x)}" for c, x in rows.items()))
+        heads.append(f"{_name(g, False)}: " + ", ".join(f"{SHORT.get(c, c)} {_short(x, unit='', digits=1)}"
+                                                          .replace(", ", ",") for c, x in rows.items()))
         details.append(f"{_name(g)}: {v}: adapt " + ", ".join(f"- {c} {fmt_interval(x, unit=' pp')}"
                                                                for c, x in rows.items())
                        + (f"; times to target: {_times_text(mt, g)}" if len(mt) else ""))
     verdict = overall(verdicts)
     why = _why(verdict, named, {FAILS: "a control from the same weights ends higher than adaptation",
                                 HOLDS: "adaptation beats every control from the same weights"})
-    return Finding(verdict, "adapt " + "; ".join(heads), why, "; ".join(details), rule)
+    return Finding(verdict, "adapt minus (pp): " + "; ".join(heads), why, "; ".join(details), rule)
 
 
 def a2(runs, curves, bench, **_) -> Finding:
@@ -507,7 +542,8 @@ def a2(runs, curves, bench, **_) -> Finding:
     return Finding(verdict, "quadratic - first-order from scratch: " + "; ".join(heads), why, "; ".join(details), rule)
 
 
-CHECKS = {"C1": c1, "C2": c2, "C3": c3, "C4": c4, "C5": c5, "C6": c6, "C7": c7, "C8": c8, "A1": a1, "A2": a2}
+CHECKS = {"C1": c1, "C2": c2, "C3": c3, "C4": c4, "C5": c5, "C6": c6, "C7": c7, "C8": c8, "C9": c9, "A1": a1,
+          "A2": a2}
 
 
 def evaluate_claims(runs, curves, bench, paper_file, scale: str, competitive_pp: float = 1.0,
@@ -541,7 +577,7 @@ def write_claims(claims: pd.DataFrame, out_md, out_csv=None) -> None:
                             "ours (95% interval)": claims["ours"].map(_cell), "verdict": claims["verdict"].map(_cell),
                             "why": claims["why"].map(_cell)})
     lines = ["# Claims of QuadraNet V2 (arXiv 2405.03192) and what this run measured", "",
-             "C1-C8 are the paper's claims; A1-A2 are this suite's own questions beside them. Intervals: 95% "
+             "C1-C9 are the paper's claims; A1-A2 are this suite's own questions beside them. Intervals: 95% "
              "Student-t over seeds, paired by seed; the rule of each verdict is in its section below.", "",
              to_markdown(summary), "", f"Scale: {claims['scale'].iloc[0]}", ""]
     for r in claims.itertuples():

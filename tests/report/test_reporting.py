@@ -231,7 +231,7 @@ def test_figures_on_empty_results(tmp_path):
 
 def test_claims_verdicts(collected, tmp_path):
     claims = evaluate_claims(*collected, PAPER, "test").set_index("claim")
-    assert list(claims.index) == [f"C{i}" for i in range(1, 9)] + ["A1", "A2"]
+    assert list(claims.index) == [f"C{i}" for i in range(1, 10)] + ["A1", "A2"]
     # C1: the transfer row holds (93.4% in every seed); the intask row starts above the target: no support
     assert claims.loc["C1", "verdict"] == HOLDS
     assert f"intask [{collected[0]['hardware'].iloc[0]}]: {START_MEETS}" in claims.loc["C1", "details"]

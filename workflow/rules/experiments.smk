@@ -103,18 +103,20 @@ def e2():
 
 
 def e3():
-    """The E1 setting's model of each seed adapted to pixel-wise shifts of the target task, one calibrated
-    strength per shift (config e3.strength; e3.band is the zero-shot accuracy range a shift must reach)."""
+    """The E1 setting's model of each seed adapted to pixel-wise shifts of the target task, at the calibrated
+    strengths of each shift (config e3.strength: one strength or a list; e3.band is the zero-shot accuracy range
+    a shift must reach to count)."""
     name, setting = config["e3"]["backbone"], config["e3"]["setting"]
-    for shift, strength in config["e3"]["strength"].items():
-        task = merge(config["target"], {"data": config["e3"]["data"]},
-                     {"data": {"shift": shift, "shift_strength": float(strength)}})
-        for label, method in config["e3"]["methods"].items():
-            if from_random_init(method):
-                raise ValueError(f"e3 method {method!r} trains from random init; E3 adapts a trained model")
-            for seed in seeds("e3"):
-                add_run("e3", name, label, f"{shift}-{strength}", seed, task, e1_start(name, setting, seed),
-                        method_run("e3", method))
+    for shift, strengths in config["e3"]["strength"].items():
+        for strength in strengths if isinstance(strengths, list) else [strengths]:
+            task = merge(config["target"], {"data": config["e3"]["data"]},
+                         {"data": {"shift": shift, "shift_strength": float(strength)}})
+            for label, method in config["e3"]["methods"].items():
+                if from_random_init(method):
+                    raise ValueError(f"e3 method {method!r} trains from random init; E3 adapts a trained model")
+                for seed in seeds("e3"):
+                    add_run("e3", name, label, f"{shift}-{strength}", seed, task, e1_start(name, setting, seed),
+                            method_run("e3", method))
 
 
 def e4():
