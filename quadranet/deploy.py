@@ -214,7 +214,8 @@ def export(model: nn.Module, out: Union[str, Path], format: str = "onnx", *, inp
         raise ExportError(f"batch={batch!r} must be a positive integer")
     if len(input_size) != 3 or any(int(v) < 1 for v in input_size):
         raise ExportError(f"input_size={tuple(input_size)!r} must be (channels, height, width)")
-    example = torch.randn(batch, *input_size)
+    # a dynamic batch is traced at 2 or more: torch.export specialises a dimension of size 1
+    example = torch.randn(max(batch, 2) if dynamic_batch else batch, *input_size)
     net, info = prepare(model, example, fold_bn=fold_bn)
     ep = trace(net, example, dynamic_batch)
     meta = {"format": format, "input_shape": [None if dynamic_batch else batch, *map(int, input_size)],

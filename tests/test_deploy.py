@@ -25,14 +25,16 @@ pytest.importorskip("onnxscript")
 
 TASK = ["model.arch=test_convnext", "data.resolution=32", "data.classes=[0,2,4,6,9]", "data.eval_limit=256"]
 # the families of the embedded default (workflow/config/default.yaml): method and keys of each
+PRETRAINED = "model.pretrained=source_run"  # read when a run is trained, not when its model is rebuilt
 FAMILIES = {
-    "first_order": ["method=finetune"],
-    "adapt": ["method=adapt"],
+    "first_order": ["method=finetune", PRETRAINED],
+    "adapt": ["method=adapt", PRETRAINED],
     "quadratic_scratch": ["method=scratch", "model.quadratic=true"],
     "v1": ["method=scratch", "model.arch=quadranet_v1_test"],
-    "lora": ["method=lora"],
-    "e3_stem": ["method=adapt", "adapter.targets=[spatial,'stem.*']", "adapter.kernel_size=null", "adapter.dilation=1"],
-    "e4_mlp": ["method=adapt", "adapter.targets=[linear,'stages.*']"],
+    "lora": ["method=lora", PRETRAINED],
+    "e3_stem": ["method=adapt", PRETRAINED, "adapter.targets=[spatial,'stem.*']", "adapter.kernel_size=null",
+                "adapter.dilation=1"],
+    "e4_mlp": ["method=adapt", PRETRAINED, "adapter.targets=[linear,'stages.*']"],
 }
 
 
