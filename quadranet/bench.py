@@ -20,7 +20,9 @@ Variants: `first_order` (the timm model), `adapted` (quadratize, all trainable),
 `adapted_memeff` (memory-efficient quadratic product), `adapted_autograd` (the plain product through autograd's
 standard backward, which keeps the factor maps: the reference for memory-efficient backward, since on the CPU
 `adapted` runs the fused kernel, memory-efficient by construction), `v1` (QuadraNet V1 `quadranet_v1_<size>`),
-`lora` / `lora_frozen` (the linear low-rank baseline at the matched parameter budget).
+`lora` / `lora_frozen` (the linear low-rank baseline at the matched parameter budget). Asked for by name only
+(not in the default list): `adapted_rbf` / `adapted_rbf_in`, the adapter with the rbf / rbf_in kernel (all trainable,
+as `adapted`; `quadranet.layers.adapter`).
 `--layer` instead benchmarks one ConvNeXt-like depthwise layer: the bare conv and its quadratic
 adapter with the plain, the memory-efficient and the standard-autograd product (forward+backward, and forward
 alone).
@@ -43,6 +45,7 @@ from .memory import saved_tensor_bytes
 
 VARIANTS = ("first_order", "adapted", "adapted_frozen", "adapted_memeff", "adapted_autograd", "v1", "lora",
             "lora_frozen")
+KERNEL_VARIANTS = {"adapted_rbf": "rbf", "adapted_rbf_in": "rbf_in"}  # variant -> adapter kernel; by name only
 LAYER_VARIANTS = ("first_order", "adapted", "adapted_memeff", "adapted_autograd")
 MODES = ("train", "infer")
 COLUMNS = ("model", "variant", "mode", "batch", "input_size", "device", "threads", "dtype", "channels_last", "compile",
@@ -290,13 +293,14 @@ def build_variant(model: str, variant: str, base: Optional[nn.Module] = None, *,
         return net, None
     if variant.startswith("adapted"):
         quadratize(net, rank=rank, dilation=dilation, kernel_size=kernel_size, targets=targets,
-                   memory_efficient=variant == "adapted_memeff", freeze_primary=variant == "adapted_frozen")
+                   kernel=KERNEL_VARIANTS.get(variant, "bilinear"), memory_efficient=variant == "adapted_memeff",
+                   freeze_primary=variant == "adapted_frozen")
         return (StandardBackward(net) if variant == "adapted_autograd" else net), rank
     if variant in ("lora", "lora_frozen"):
         ranks = lora_rank or matched_lora_rank(net, rank, targets, dilation=dilation, kernel_size=kernel_size).ranks
         lora_adapt(net, rank=ranks, targets=targets, freeze_primary=variant == "lora_frozen")
         return net, ranks
-    raise ValueError(f"variant {variant!r} is not known; expected one of {list(VARIANTS)}")
+    raise ValueError(f"variant {variant!r} is not known; expected one of {[*VARIANTS, *KERNEL_VARIANTS]}")
 
 
 def benchmark(model: str = "convnext_atto", variants: Sequence[str] = VARIANTS, modes: Sequence[str] = MODES,
@@ -314,7 +318,7 @@ def benchmark(model: str = "convnext_atto", variants: Sequence[str] = VARIANTS, 
     import timm
 
     check_positive(batch=batch, input_size=input_size, steps=steps, warmup=warmup)
-    variants = _chosen(["first_order", *variants], VARIANTS, "variants")
+    variants = _chosen(["first_order", *variants], (*VARIANTS, *KERNEL_VARIANTS), "variants")
     modes = _chosen(modes, MODES, "modes")
     _chosen([optimizer], ("sgd", "adamw"), "optimizer")
     if "v1" in variants:

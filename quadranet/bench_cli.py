@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 
 from . import io
-from .bench import (LAYER_VARIANTS, MODES, SHOWN, VARIANTS, __doc__ as BENCH_DOC, benchmark, benchmark_layer,
-                    check_positive, resolve_device)
+from .bench import (KERNEL_VARIANTS, LAYER_VARIANTS, MODES, SHOWN, VARIANTS, __doc__ as BENCH_DOC, benchmark,
+                    benchmark_layer, check_positive, resolve_device)
 from .deploy_bench import RUNTIME_VARIANTS, RUNTIMES
 
 
@@ -63,7 +63,8 @@ def add_parser(subparsers) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="convnext_atto", help="timm model name of the first-order base")
     p.add_argument("--variants", nargs="+", default=None, metavar="V",
-                   help=f"of {', '.join(VARIANTS)} (default all; with --layer: {', '.join(LAYER_VARIANTS)})")
+                   help=f"of {', '.join(VARIANTS)} (default all), or the adapter's kernels "
+                        f"{', '.join(KERNEL_VARIANTS)} (by name); with --layer: {', '.join(LAYER_VARIANTS)}")
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--input-size", type=int, default=64, help="image side (with --layer: feature map side)")

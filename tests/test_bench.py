@@ -164,3 +164,16 @@ def test_gpu_layer_mode_compiled():
     assert df.compile.all() and (df.step_ms > 0).all()
     train = df[df["mode"] == "train"].set_index("variant")
     assert train.saved_for_backward_mb["adapted_memeff"] < train.saved_for_backward_mb["adapted"]
+
+
+def test_kernel_variants_by_name():
+    """The adapter's rbf kernels are bench variants asked for by name; the default list leaves them out."""
+    assert not set(bench.KERNEL_VARIANTS) & set(bench.VARIANTS)
+    df = bench.benchmark(model="test_convnext", variants=["adapted", *bench.KERNEL_VARIANTS], modes=["train"],
+                         num_classes=10, device="cpu", **TINY)
+    rows = df.set_index("variant")
+    assert list(rows.index) == ["first_order", "adapted", "adapted_rbf", "adapted_rbf_in"]
+    assert (rows.loc[list(bench.KERNEL_VARIANTS), "flops_ratio"] > 1).all()
+    # rbf: one projection weight and two BatchNorm parameters per channel instead of rank projection weights;
+    # rbf_in adds the dense 1x1 projections P_a, P_b
+    assert rows.loc["adapted_rbf", "params"] < rows.loc["adapted", "params"] < rows.loc["adapted_rbf_in", "params"]

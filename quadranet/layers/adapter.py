@@ -29,7 +29,7 @@ from timm.layers import Conv2dSame
 from timm.layers.padding import pad_same
 from torch import Tensor, nn
 
-from .fused import depthwise_quadratic, depthwise_rbf_exponent, ops
+from .fused import depthwise_quadratic, depthwise_rbf_exponent, ops, rbf_tail
 from .grouped import ConvGeometry, grouped_pointwise, one_tap
 from .product import RBF_KERNELS, check_kernel, check_sigma, quadratic_product, rbf_term_exponent
 
@@ -247,8 +247,11 @@ class QuadraticAdapter(AdapterLayer):
             x_b = None if x_b is None else pad_same(x_b, self.kernel_size, self.quad_a.stride, self.dilation)
         scale = 1.0 / (2.0 * self.sigma ** 2)
         e = None
-        if isinstance(self.quad_a, nn.Conv2d):  # a depthwise term on the CPU: one fused kernel (layers/fused.py)
+        if isinstance(self.quad_a, nn.Conv2d):  # a depthwise term on the CPU: fused kernels (layers/fused.py)
             e = depthwise_rbf_exponent(x_a, x_b, self.quad_a.weight, self.quad_b.weight, scale, self._geometry())
+            out = None if e is None else rbf_tail(e, self.quad_norm, self.quad_out.weight)
+            if out is not None:
+                return out
         if e is None:
             e = rbf_term_exponent(x_a, x_b, self.quad_a.weight, self.quad_b.weight, self._geometry(), scale,
                                   self.memory_efficient)

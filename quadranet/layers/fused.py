@@ -74,11 +74,14 @@ def _build():
 
             os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
         isa = _isa_flags()
+        # no-trapping-math lets the compiler if-convert and vectorise the rbf kernel's GELU (values unchanged)
+        cflags = ["-O3", "-fno-trapping-math", "-fopenmp", *isa]
+        digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(cflags).encode()).hexdigest()[:12]
         cpp_extension.load(
-            # named by source and ISA: builds of other versions or CPUs in a shared cache never collide
-            name=f"quadranet_dwq_{hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]}" + ("_avx2" if isa else ""),
+            # named by source, flags and ISA: builds of other versions or CPUs in a shared cache never collide
+            name=f"quadranet_dwq_{digest}" + ("_avx2" if isa else ""),
             sources=[str(SOURCE)],
-            extra_cflags=["-O3", "-fopenmp", *isa],
+            extra_cflags=cflags,
             extra_ldflags=["-fopenmp"],
             is_python_module=False,
             verbose=False,
@@ -113,6 +116,15 @@ def _register_fakes() -> None:
         n, c, h, w = xa.shape
         ho, wo = (out_size(*args) for args in zip((h, w), kernel, stride, padding, dilation))
         return xa.new_empty((n, c, ho, wo)).contiguous(memory_format=torch.channels_last)
+
+    @torch.library.register_fake("quadranet_cpu::rbf_tail_forward")
+    def _(e, p, a, b):
+        return torch.empty_like(e, memory_format=torch.channels_last)
+
+    @torch.library.register_fake("quadranet_cpu::rbf_tail_backward")
+    def _(grad, e, p, a, b, mean, inv_std, gamma, training):
+        return [torch.empty_like(e, memory_format=torch.channels_last), torch.empty_like(p), torch.empty_like(p),
+                torch.empty_like(p)]
 
     @torch.library.register_fake("quadranet_cpu::dwk_backward")
     def _(grad, xa, xb, wa, wb, p, kind, kernel, stride, padding, dilation, need_xa, need_xb):
@@ -215,4 +227,53 @@ def depthwise_rbf_exponent(x_a: Tensor, x_b: Optional[Tensor], weight_a: Tensor,
 
     out = DepthwiseRBFExponentFn.apply(x_a, x_b, packed(weight_a), packed(weight_b), p, list(kernel),
                                        list(geom.stride), list(numeric_padding(geom, kernel)), list(geom.dilation))
-    return out if x_a.is_contiguous(memory_format=torch.channels_last) else out.contiguous()
+    # channels innermost (channels-last, or rbf_in's channel slices of a channels-last map): stay channels-last
+    return out if x_a.stride(1) == 1 else out.contiguous()
+
+
+class RBFTailFn(torch.autograd.Function):
+    """p exp(-(gamma (e - mean) inv_std + beta)) per channel of a channels-last e, with BatchNorm's backward (the
+    batch statistics' dependence on e included where `training`); `mean`, `inv_std` are constants here."""
+
+    @staticmethod
+    def forward(ctx, e, p, gamma, beta, mean, inv_std, training):
+        a = -gamma * inv_std
+        b = gamma * mean * inv_std - beta
+        ctx.save_for_backward(e, p, a, b, mean, inv_std, gamma)
+        ctx.training = training
+        return torch.ops.quadranet_cpu.rbf_tail_forward(e, p, a, b)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        e, p, a, b, mean, inv_std, gamma = ctx.saved_tensors
+        grad = grad.contiguous(memory_format=torch.channels_last)
+        de, dp, dgamma, dbeta = torch.ops.quadranet_cpu.rbf_tail_backward(grad, e, p, a, b, mean, inv_std, gamma,
+                                                                          ctx.training)
+        return de, dp, dgamma, dbeta, None, None, None
+
+
+def rbf_tail(e: Tensor, norm: torch.nn.BatchNorm2d, weight_p: Tensor) -> Optional[Tensor]:
+    """P exp(-norm(e)) for the exponent e of a depthwise rbf term (weight_p: (C, 1, 1, 1)) in two fused passes, with
+    `norm`'s semantics (batch statistics and running-statistics update in training, running statistics in eval);
+    None where the fused kernel does not apply (then the caller runs the modules)."""
+    c = e.shape[1] if e.dim() == 4 else -1
+    if (_OFF[-1] or not fast_cpu(e) or e.dtype not in (torch.float32, torch.float64) or torch.is_autocast_enabled("cpu")
+            or not e.is_contiguous(memory_format=torch.channels_last) or weight_p.shape != (c, 1, 1, 1)
+            or not norm.affine or ops() is None):
+        return None
+    batch_stats = norm.training or not norm.track_running_stats
+    if batch_stats:
+        var, mean = torch.var_mean(e.detach().permute(0, 2, 3, 1).reshape(-1, c), dim=0, correction=0)
+        if norm.training and norm.track_running_stats:  # as F.batch_norm: unbiased variance in the running one
+            with torch.no_grad():
+                norm.num_batches_tracked.add_(1)
+                m = (1.0 / float(norm.num_batches_tracked) if norm.momentum is None else norm.momentum)
+                n = e.numel() // c
+                norm.running_mean.mul_(1 - m).add_(mean, alpha=m)
+                norm.running_var.mul_(1 - m).add_(var * (n / max(n - 1, 1)), alpha=m)
+    else:
+        mean, var = norm.running_mean, norm.running_var
+    inv_std = torch.rsqrt(var + norm.eps)
+    return RBFTailFn.apply(e, weight_p.reshape(c), norm.weight, norm.bias, mean.contiguous(), inv_std.contiguous(),
+                           batch_stats).reshape(e.shape)

@@ -2,6 +2,7 @@
 every path (fused CPU kernel, grouped convs, one-tap and trimmed small maps, memory-efficient recomputation,
 channels-last, TF 'SAME' padding, linear layers) equals a float64 reference written from the formula, forward
 and backward; exact at init; branch gradients that are not mirror images; clear errors."""
+import copy
 import math
 
 import pytest
@@ -111,14 +112,32 @@ def test_every_path_equals_the_formula_in_float64(kernel, name, size, memory_eff
         _check(adapter, x)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])  # the fused tail, and BatchNorm2d
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_eval_mode_uses_the_running_statistics(kernel):
+def test_eval_mode_uses_the_running_statistics(kernel, channels_last):
     adapter = _adapter("depthwise7", kernel)
-    x = _input(adapter, (6, 6))
+    x = _input(adapter, (6, 6), channels_last)
     adapter(x)  # one training step's statistics
     adapter.eval()
     assert adapter.quad_norm.num_batches_tracked == 1
     _check(adapter, x)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_fused_tail_updates_the_running_statistics_as_batchnorm(kernel, monkeypatch):
+    calls = []
+    apply = fused.RBFTailFn.apply
+    monkeypatch.setattr(fused.RBFTailFn, "apply", lambda *a: calls.append(1) or apply(*a))
+    fast = _adapter("depthwise_wide", kernel)
+    plain = copy.deepcopy(fast)
+    x = _input(fast, (5, 5), channels_last=True)
+    for _ in range(2):
+        fast(x)
+        with fused.disabled():
+            plain(x)
+    assert calls == [1, 1]
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(fast.quad_norm, name), getattr(plain.quad_norm, name), rtol=1e-12, atol=0)
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
@@ -203,7 +222,8 @@ def test_without_the_gelu_the_gradients_would_be_mirror_images(monkeypatch):
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_memory_efficient_keeps_no_factor_maps(kernel):
     """Plain autograd keeps the 2 x rank factor maps and the rank differences GELU(a) - GELU(b); the memory-efficient
-    path and the fused kernel keep the term's inputs and the C-channel maps of BN and exp alone."""
+    path keeps the term's inputs and the C-channel maps of BN and exp; the fused kernels keep the inputs and the
+    exponent."""
     def saved(memory_efficient, fuse):
         adapter = QuadraticAdapter(nn.Conv2d(16, 16, 7, padding=3, groups=16), rank=4, kernel=kernel,
                                    memory_efficient=memory_efficient)
@@ -217,7 +237,9 @@ def test_memory_efficient_keeps_no_factor_maps(kernel):
     channel_map = 8 * 16 * 32 * 32 * 4  # one C-channel float32 map
     assert plain - lean == 3 * 4 * channel_map  # a, b and their GELUs' difference at rank 4
     assert lean <= 8 * channel_map
-    assert fast == lean + 4 * 16 * 4  # the same, and the fused kernel's constant weights 1 / 2 sigma^2 (rank x C)
+    # fused: x and the exponent e (rbf_in: and P_a x, P_b x), and the weights
+    maps = 2 if kernel == "rbf" else 4
+    assert maps * channel_map < fast < maps * channel_map + 8192
 
 
 @pytest.mark.parametrize("sigma", [0, -1.0, math.inf, math.nan, "1", True])
@@ -234,3 +256,38 @@ def test_bad_kernel_names_the_choices():
 def test_the_v1_neuron_has_the_product_alone():
     with pytest.raises(ValueError, match="kernel='rbf' is not supported by the V1 neuron"):
         QuadraticConv2d(4, 4, 3, padding=1, kernel="rbf")
+
+
+# (channels, rank, kernel, stride, padding, dilation, height, width): the fused exponent kernel's own table
+GEOMETRIES = [
+    (8, 4, 3, 1, 2, 2, 8, 8),
+    (8, 4, 3, 1, 2, 2, 2, 2),  # a small map: only the centre tap reads the input
+    (70, 2, 3, 1, 2, 2, 5, 3),  # more channels than one block of 64
+    (6, 3, 5, 2, 2, 1, 7, 8),  # strided
+    (24, 5, 7, 1, 3, 1, 6, 6),  # register-blocked channels
+    (16, 9, 3, 1, 2, 2, 4, 4),  # rank above 8: the generic path everywhere
+    (4, 2, 3, 1, "same", 2, 5, 5),
+    (4, 2, 3, 1, "valid", 1, 5, 4),
+]
+
+
+@pytest.mark.parametrize("two_inputs", [False, True])
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_fused_exponent_equals_its_definition(geometry, two_inputs):
+    from quadranet.layers import ConvGeometry
+    from quadranet.layers.product import rbf_exponent
+
+    c, r, k, s, p, d, h, w = geometry
+    geom = ConvGeometry((s, s), p if isinstance(p, str) else (p, p), (d, d), c)
+    x_a, x_b = (torch.randn(3, c, h, w, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+                .requires_grad_() for _ in range(2))
+    x_b = x_b if two_inputs else None
+    wa, wb = (torch.randn(c * r, 1, k, k, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    got = fused.depthwise_rbf_exponent(x_a, x_b, wa, wb, 0.3, geom)
+    with conv_formulation():
+        want = rbf_exponent(x_a, x_b, wa, wb, geom, 0.3)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    inputs = [t for t in (x_a, x_b, wa, wb) if t is not None]
+    grad = torch.randn_like(want)
+    for g, h_ in zip(torch.autograd.grad(got, inputs, grad), torch.autograd.grad(want, inputs, grad)):
+        torch.testing.assert_close(g, h_, rtol=1e-11, atol=1e-11)

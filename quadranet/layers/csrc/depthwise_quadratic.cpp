@@ -181,6 +181,8 @@ inline void backward_block(const Geometry& g, const T* __restrict__ go, const T*
     }
     return;
   }
+  T* __restrict__ gxa_ = gxa;  // two inputs: two distinct gradient buffers
+  T* __restrict__ gxb_ = gxb;
   for (int i = 0; i < taps; ++i) {
     const T* __restrict__ xap = xa + offset[i] + c0;
     const T* __restrict__ xbp = xb + offset[i] + c0;
@@ -193,10 +195,10 @@ inline void backward_block(const Geometry& g, const T* __restrict__ go, const T*
         gxav[v] += ga[r][v] * wa[w_at + r * g.c + v];
         gxbv[v] += gb[r][v] * wb[w_at + r * g.c + v];
       }
-    if (gxa != nullptr)
-      for (int v = 0; v < V; ++v) gxa[offset[i] + c0 + v] += gxav[v];
-    if (gxb != nullptr)
-      for (int v = 0; v < V; ++v) gxb[offset[i] + c0 + v] += gxbv[v];
+    if (gxa_ != nullptr)
+      for (int v = 0; v < V; ++v) gxa_[offset[i] + c0 + v] += gxav[v];
+    if (gxb_ != nullptr)
+      for (int v = 0; v < V; ++v) gxb_[offset[i] + c0 + v] += gxbv[v];
   }
 }
 
@@ -488,6 +490,143 @@ std::vector<at::Tensor> dwk_backward(const at::Tensor& grad, const at::Tensor& x
   return backward(grad, xa, xb, wa, wb, p, kind, kernel, stride, padding, dilation, need_xa, need_xb);
 }
 
+
+// ---- The rbf kernel's tail: out = P exp(-BN(e)) per channel of the exponent e, as two elementwise passes ----
+//
+// With z = gamma (e - mean) inv_std + beta (BatchNorm, statistics given), out[c] = p[c] exp(-z) = p exp(a e + b),
+// a = -gamma inv_std, b = gamma mean inv_std - beta. Backward, u = dL/dz = -g out: dL/dp = sum g exp(-z),
+// dL/dgamma = sum u xhat, dL/dbeta = sum u (xhat = (e - mean) inv_std), and dL/de = gamma inv_std (u - [sum u / M +
+// xhat sum u xhat / M]), the bracket in training mode alone (the batch statistics depend on e). e, g, out are
+// channels-last, so a pixel's channels are contiguous; reductions run over fixed chunks of pixels summed in order.
+
+// exp(x) in float, |x| <= 87 (Cephes' expf polynomial, relative error ~1e-7) and vectorisable; double: libm.
+inline float exp_any(float x) {
+  x = std::min(std::max(x, -87.0f), 87.0f);
+  const float shifted = x * 1.44269504088896341f + 12582912.0f;  // 1.5 * 2^23: rounds x log2(e) to an integer n
+  const float n = shifted - 12582912.0f;
+  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  float q = 1.9875691500e-4f;
+  q = q * r + 1.3981999507e-3f;
+  q = q * r + 8.3334519073e-3f;
+  q = q * r + 4.1665795894e-2f;
+  q = q * r + 1.6666665459e-1f;
+  q = q * r + 5.0000001201e-1f;
+  q = q * r * r + r + 1.0f;
+  int32_t bits;
+  std::memcpy(&bits, &shifted, sizeof bits);
+  bits = (bits - 0x4B400000 + 127) << 23;  // 2^n
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return q * scale;
+}
+
+inline double exp_any(double x) { return std::exp(x); }
+
+template <typename T>
+void tail_forward(const T* __restrict__ e, const T* __restrict__ p, const T* __restrict__ a,
+                  const T* __restrict__ b, T* __restrict__ out, int64_t pixels, int64_t c) {
+  at::parallel_for(0, pixels, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const T* __restrict__ ei = e + i * c;
+      T* __restrict__ oi = out + i * c;
+      for (int64_t k = 0; k < c; ++k) oi[k] = p[k] * exp_any(a[k] * ei[k] + b[k]);
+    }
+  });
+}
+
+// acc: chunks x 3C (sum g k, sum u, sum u xhat) per chunk, summed in order by the caller.
+template <typename T>
+void tail_sums(const T* __restrict__ g, const T* __restrict__ e, const T* __restrict__ p, const T* __restrict__ a,
+               const T* __restrict__ b, const T* __restrict__ mean, const T* __restrict__ inv_std, T* acc,
+               int64_t pixels, int64_t c, int64_t chunks) {
+  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t chunk = begin; chunk < end; ++chunk) {
+      T* __restrict__ s_gk = acc + chunk * 3 * c;
+      T* __restrict__ s_u = s_gk + c;
+      T* __restrict__ s_ux = s_u + c;
+      for (int64_t i = chunk * pixels / chunks; i < (chunk + 1) * pixels / chunks; ++i) {
+        const T* __restrict__ gi = g + i * c;
+        const T* __restrict__ ei = e + i * c;
+        for (int64_t k = 0; k < c; ++k) {
+          const T gk = gi[k] * exp_any(a[k] * ei[k] + b[k]);
+          const T u = -gk * p[k];
+          s_gk[k] += gk;
+          s_u[k] += u;
+          s_ux[k] += u * (ei[k] - mean[k]) * inv_std[k];
+        }
+      }
+    }
+  });
+}
+
+// de = gamma inv_std (u - mean_u - xhat mean_ux), with mean_u = mean_ux = 0 in eval mode.
+template <typename T>
+void tail_input_grad(const T* __restrict__ g, const T* __restrict__ e, const T* __restrict__ p,
+                     const T* __restrict__ a, const T* __restrict__ b, const T* __restrict__ mean,
+                     const T* __restrict__ inv_std, const T* __restrict__ gamma, const T* __restrict__ mean_u,
+                     const T* __restrict__ mean_ux, T* __restrict__ de, int64_t pixels, int64_t c) {
+  at::parallel_for(0, pixels, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const T* __restrict__ gi = g + i * c;
+      const T* __restrict__ ei = e + i * c;
+      T* __restrict__ di = de + i * c;
+      for (int64_t k = 0; k < c; ++k) {
+        const T u = -gi[k] * p[k] * exp_any(a[k] * ei[k] + b[k]);
+        const T xhat = (ei[k] - mean[k]) * inv_std[k];
+        di[k] = gamma[k] * inv_std[k] * (u - mean_u[k] - xhat * mean_ux[k]);
+      }
+    }
+  });
+}
+
+void check_tail(const at::Tensor& e, std::initializer_list<const at::Tensor*> per_channel) {
+  TORCH_CHECK(e.dim() == 4 && e.is_contiguous(at::MemoryFormat::ChannelsLast),
+              "rbf_tail: e must be a channels-last contiguous 4-d tensor");
+  for (const at::Tensor* t : per_channel)
+    TORCH_CHECK(t->dim() == 1 && t->size(0) == e.size(1) && t->is_contiguous() && t->scalar_type() == e.scalar_type(),
+                "rbf_tail: per-channel tensors must be contiguous, of e's channels and dtype");
+}
+
+at::Tensor rbf_tail_forward(const at::Tensor& e, const at::Tensor& p, const at::Tensor& a, const at::Tensor& b) {
+  check_tail(e, {&p, &a, &b});
+  at::Tensor out = at::empty_like(e, e.options().memory_format(at::MemoryFormat::ChannelsLast));
+  const int64_t c = e.size(1), pixels = e.numel() / std::max<int64_t>(c, 1);
+  AT_DISPATCH_FLOATING_TYPES(e.scalar_type(), "rbf_tail_forward", [&] {
+    tail_forward<scalar_t>(e.data_ptr<scalar_t>(), p.data_ptr<scalar_t>(), a.data_ptr<scalar_t>(),
+                           b.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), pixels, c);
+  });
+  return out;
+}
+
+// Returns (dL/de, dL/dp, dL/dgamma, dL/dbeta).
+std::vector<at::Tensor> rbf_tail_backward(const at::Tensor& grad, const at::Tensor& e, const at::Tensor& p,
+                                          const at::Tensor& a, const at::Tensor& b, const at::Tensor& mean,
+                                          const at::Tensor& inv_std, const at::Tensor& gamma, bool training) {
+  check_tail(e, {&p, &a, &b, &mean, &inv_std, &gamma});
+  TORCH_CHECK(grad.sizes() == e.sizes() && grad.is_contiguous(at::MemoryFormat::ChannelsLast) &&
+                  grad.scalar_type() == e.scalar_type(),
+              "rbf_tail: grad must be channels-last contiguous, of e's shape and dtype");
+  const int64_t c = e.size(1), pixels = e.numel() / std::max<int64_t>(c, 1);
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(pixels, at::get_num_threads()));
+  at::Tensor acc = at::zeros({chunks, 3 * c}, e.options());
+  at::Tensor de = at::empty_like(e, e.options().memory_format(at::MemoryFormat::ChannelsLast));
+  at::Tensor sums;
+  AT_DISPATCH_FLOATING_TYPES(e.scalar_type(), "rbf_tail_backward", [&] {
+    tail_sums<scalar_t>(grad.data_ptr<scalar_t>(), e.data_ptr<scalar_t>(), p.data_ptr<scalar_t>(),
+                        a.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), mean.data_ptr<scalar_t>(),
+                        inv_std.data_ptr<scalar_t>(), acc.data_ptr<scalar_t>(), pixels, c, chunks);
+    sums = acc.sum(0);
+    at::Tensor mean_u = training ? sums.slice(0, c, 2 * c) / pixels : at::zeros({c}, e.options());
+    at::Tensor mean_ux = training ? sums.slice(0, 2 * c, 3 * c) / pixels : at::zeros({c}, e.options());
+    tail_input_grad<scalar_t>(grad.data_ptr<scalar_t>(), e.data_ptr<scalar_t>(), p.data_ptr<scalar_t>(),
+                              a.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), mean.data_ptr<scalar_t>(),
+                              inv_std.data_ptr<scalar_t>(), gamma.data_ptr<scalar_t>(),
+                              mean_u.contiguous().data_ptr<scalar_t>(), mean_ux.contiguous().data_ptr<scalar_t>(),
+                              de.data_ptr<scalar_t>(), pixels, c);
+  });
+  return {de, sums.slice(0, 0, c), sums.slice(0, 2 * c, 3 * c), sums.slice(0, c, 2 * c)};
+}
+
 }  // namespace
 
 TORCH_LIBRARY(quadranet_cpu, m) {
@@ -499,6 +638,9 @@ TORCH_LIBRARY(quadranet_cpu, m) {
         "int[] padding, int[] dilation) -> Tensor");
   m.def("dwk_backward(Tensor grad, Tensor xa, Tensor xb, Tensor wa, Tensor wb, Tensor p, int kind, int[] kernel, "
         "int[] stride, int[] padding, int[] dilation, bool need_xa, bool need_xb) -> Tensor[]");
+  m.def("rbf_tail_forward(Tensor e, Tensor p, Tensor a, Tensor b) -> Tensor");
+  m.def("rbf_tail_backward(Tensor grad, Tensor e, Tensor p, Tensor a, Tensor b, Tensor mean, Tensor inv_std, "
+        "Tensor gamma, bool training) -> Tensor[]");
 }
 
 TORCH_LIBRARY_IMPL(quadranet_cpu, CPU, m) {
@@ -506,4 +648,6 @@ TORCH_LIBRARY_IMPL(quadranet_cpu, CPU, m) {
   m.impl("dwq_backward", &dwq_backward);
   m.impl("dwk_forward", &dwk_forward);
   m.impl("dwk_backward", &dwk_backward);
+  m.impl("rbf_tail_forward", &rbf_tail_forward);
+  m.impl("rbf_tail_backward", &rbf_tail_backward);
 }
