@@ -1,21 +1,26 @@
-"""The seven figures (PNG + PDF), from collected runs; mean ± std over seeds wherever a point has seeds.
+"""The seven figures (PNG + PDF), from collected runs; error bars are ± 1 s.d. over seeds (sample s.d.) wherever a
+point has two or more seeds.
 
-    fig1_linear_vs_nonlinear   E3: top-1 after adaptation vs shift strength, per shift (paper Fig. 1)
-    fig2_pretraining_scale     E2: top-1 and device time vs the size of the pretraining set (paper Fig. 2)
-    fig3_adaptation_capacity   E3: accuracy recovered by LoRA / quadratic adapter / finetune (paper Fig. 3)
+    fig1_linear_vs_nonlinear   E3: top-1 before and after adaptation per shift, linear shifts first (paper Fig. 1);
+                               accuracy against strength where a shift was run at several strengths
+    fig2_pretraining_scale     E2: top-1 and training device-seconds vs the size of the pretraining set (paper Fig. 2)
+    fig3_adaptation_capacity   E3: accuracy recovered by each adaptation method per shift (paper Fig. 3)
     fig4_architecture          one block of the first-order, QuadraNet V1 and V2-adapted models, drawn from
                                the modules timm and quadranet build (paper Fig. 4)
-    fig5_stage_training        stage 1 (first-order pretraining) then stage 2 (quadratic adaptation), and a
-                               two-stage adaptation's logged curves (paper Fig. 5)
-    fig6_accuracy_vs_cost      E1: top-1 vs device-seconds of every method, one panel per backbone and setting
+    fig5_stage_training        stage 1 (first-order pretraining) then stage 2 (quadratic adaptation), and the
+                               two-stage runs' curves, in training device-seconds (paper Fig. 5)
+    fig6_accuracy_vs_cost      E1: top-1 vs training device-seconds (log axis), one panel per reference, backbone and
+                               setting, the target and each method's time to it (n reached / n seeds)
     fig7_efficiency            E5: train-step time relative to first-order, memory kept for backward
-Runs of other hardware (results/reference/<hardware>/) are drawn beside this machine's with their own
-line style and labelled with the hardware.
+One colour (and marker) per method in every figure (METHOD_COLORS); references (hardware labels) are told apart by
+panel (figs 1, 3, 5, 6), line style (fig 2) or row label (fig 7); one legend per figure, below the panels. Each run is
+drawn once (`collect.count_once`).
 """
 from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import matplotlib
@@ -24,28 +29,74 @@ matplotlib.use("Agg")
 import matplotlib.patches  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
+import matplotlib.transforms  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 from ..data.shifts import LINEAR_SHIFTS  # noqa: E402
-from . import FIGURES  # noqa: E402
-from .savings import savings  # noqa: E402
-from .tables import finished  # noqa: E402
+from . import FIGURES, TOLERANCE_PP  # noqa: E402
+from .collect import count_once  # noqa: E402
+from .savings import eval_lines, method_times, savings, train_seconds  # noqa: E402
 
 STYLES = ("-", "--", ":", "-.")
 LINEAR = LINEAR_SHIFTS
-METHOD_LABELS = {"scratch": "quadratic from scratch", "adapt": "V2 adaptation (quadratic)", "finetune":
-                 "first-order finetune", "fo_scratch": "first-order from scratch", "lora": "LoRA adapter",
-                 "v1_scratch": "QuadraNet V1 from scratch", "head": "head only (control)"}
+ERRORS = "error bars: ± 1 s.d. over seeds"
+METHOD_ORDER = ("adapt", "finetune", "lora", "head", "scratch", "fo_scratch", "v1_scratch")
+METHOD_COLORS = {"adapt": "#d62728", "finetune": "#1f77b4", "lora": "#2ca02c", "head": "#9467bd",
+                 "scratch": "#ff7f0e", "fo_scratch": "#8c564b", "v1_scratch": "#e377c2", "first_order": "#17becf",
+                 "before": "#7f7f7f"}
+METHOD_MARKERS = {"adapt": "o", "finetune": "s", "lora": "^", "head": "v", "scratch": "D", "fo_scratch": "X",
+                  "v1_scratch": "P", "first_order": "h", "before": "o"}
+METHOD_LABELS = {"adapt": "V2 adaptation (quadratic)", "finetune": "first-order finetune", "lora": "LoRA adapter",
+                 "head": "head only (control)", "scratch": "quadratic from scratch",
+                 "fo_scratch": "first-order from scratch", "v1_scratch": "QuadraNet V1 from scratch",
+                 "first_order": "first-order pretraining (stage 1)", "before": "before adaptation (zero-shot)"}
+SHORT = {"adapt": "V2 adapt", "finetune": "finetune", "lora": "LoRA", "head": "head only", "scratch": "quad. scratch",
+         "fo_scratch": "1st-order scratch", "v1_scratch": "V1 scratch"}
+# E5 bench variants in the colour of the method they stand for (the adapter's implementations in shades of it)
+VARIANT_HATCH = {"adapted_autograd": "////"}
+VARIANT_COLORS = {"first_order": METHOD_COLORS["fo_scratch"], "adapted": METHOD_COLORS["adapt"],
+                  "adapted_frozen": "#fb6a4a", "adapted_memeff": "#67000d", "adapted_autograd": "#fcbba1",
+                  "lora": METHOD_COLORS["lora"], "v1": METHOD_COLORS["v1_scratch"]}
 
 
-def _label(method: str, hw: str, many_hw: bool) -> str:
-    text = METHOD_LABELS.get(method, method)
-    return f"{text} [{hw}]" if many_hw else text
+def _color(method: str) -> str:
+    return METHOD_COLORS.get(method, "black")
+
+
+def _marker(method: str) -> str:
+    return METHOD_MARKERS.get(method, "o")
+
+
+def _rank(method: str) -> tuple:
+    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
+
+
+def _order(methods) -> list:
+    return sorted(set(methods), key=_rank)
+
+
+def _short_hw(labels) -> dict:
+    """hardware label -> a short name: the labels less their common prefix (cut at a separator), or themselves."""
+    labels = sorted(set(labels))
+    if len(labels) < 2:
+        return {h: h for h in labels}
+    prefix = os.path.commonprefix(labels)
+    cut = max(prefix.rfind(c) for c in "-_ (") + 1
+    short = {h: h[cut:].strip(" ()") or h for h in labels}
+    return short if len(set(short.values())) == len(labels) else {h: h for h in labels}
 
 
 def _style(hw: str, hws: list) -> str:
-    return STYLES[hws.index(hw) % len(STYLES)]
+    return STYLES[sorted(hws).index(hw) % len(STYLES)]
+
+
+def _finished(runs: pd.DataFrame, exp=None) -> pd.DataFrame:
+    if runs.empty or "status" not in runs:
+        return runs.iloc[0:0]
+    r = runs[runs["status"] == "done"]
+    return r[r["exp"] == exp] if exp else r
 
 
 def _empty(ax, text: str) -> None:
@@ -54,171 +105,444 @@ def _empty(ax, text: str) -> None:
     ax.set_yticks([])
 
 
+def _method_handles(methods, line: bool = True) -> list:
+    return [Line2D([], [], color=_color(m), marker=_marker(m), ls="-" if line else "none",
+                   label=METHOD_LABELS.get(m, m), mfc="white" if m == "before" else _color(m)) for m in methods]
+
+
+def _seeds(df: pd.DataFrame, by: list) -> str:
+    """'n seeds' (or 'a-b seeds') per group `by`."""
+    n = df.groupby(by)["seed"].nunique() if len(df) and "seed" in df else pd.Series(dtype=int)
+    if n.empty:
+        return "no seeds"
+    return f"{n.min()} seeds" if n.min() == n.max() else f"{n.min()}-{n.max()} seeds"
+
+
+def _hw_handles(hws: list) -> list:
+    """Line-style keys of the references, only when there are several."""
+    if len(hws) < 2:
+        return []
+    short = _short_hw(hws)
+    return [Line2D([], [], color="black", ls=_style(h, hws), label=f"reference {short[h]}") for h in sorted(hws)]
+
+
+def _legend(fig, handles: list, ncol: int = 4) -> None:
+    """One legend for the whole figure, below the panels (never over the data or the axis labels)."""
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncol=min(ncol, len(handles)), fontsize=8,
+                   frameon=False)
+
+
+def _hw_title(hws) -> str:
+    hws = sorted(set(hws))
+    return f"[{hws[0]}]" if len(hws) == 1 else f"[references: {', '.join(_short_hw(hws).values())}]"
+
+
+def _sd(s: pd.Series) -> float:
+    """Sample s.d. over seeds; 0 (no bar) with one seed."""
+    s = s.dropna()
+    return float(s.std(ddof=1)) if len(s) > 1 else 0.0
+
+
 def save(fig, out_dir, name: str) -> None:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     for ext in ("png", "pdf"):
         fig.savefig(out_dir / f"{name}.{ext}", dpi=150)
     plt.close(fig)
 
 
+def _log_lines(curves: pd.DataFrame, keys) -> dict:
+    """(hardware, run) -> its evaluation lines (savings.eval_lines: `cost` = training device-seconds)."""
+    if curves.empty or "run" not in curves:
+        return {}
+    keys = set(keys)
+    c = curves[[k in keys for k in zip(curves["hardware"], curves["run"])]]
+    return eval_lines(c) if len(c) else {}
+
+
+def eval_stats(g: pd.DataFrame, lines: dict) -> pd.DataFrame:
+    """The evaluations of runs `g` (seeds) averaged per step: x = training device-seconds, y = top-1 (± s.d.), n,
+    initial (the evaluation before training), stage."""
+    frames = [lines[k] for k in zip(g["hardware"], g["run"]) if k in lines]
+    if not frames:
+        return pd.DataFrame(columns=["step", "x", "y", "y_sd", "n", "initial", "stage"])
+    c = pd.concat(frames, ignore_index=True)
+    c = c.assign(stage=c["stage"] if "stage" in c else 0)
+    s = c.groupby("step").agg(x=("cost", "mean"), y=("acc1", "mean"), y_sd=("acc1", "std"), n=("acc1", "size"),
+                              initial=("initial", "all"), stage=("stage", "max")).reset_index()
+    return s.assign(y_sd=s["y_sd"].fillna(0.0))
+
+
 def curve_stats(runs: pd.DataFrame, curves: pd.DataFrame, event: str = "eval", y: str = "acc1") -> pd.DataFrame:
-    """The k-th `event` line of each run, averaged over the runs (seeds): device_s and `y` mean / std."""
-    if curves.empty or runs.empty:
+    """The `event` lines of runs (seeds) averaged per step: x = training device-seconds (savings.train_seconds),
+    y mean and s.d., n, stage."""
+    if curves.empty or runs.empty or y not in curves:
         return pd.DataFrame()
-    c = curves[curves["event"] == event].merge(runs[["hardware", "run"]].drop_duplicates(), on=["hardware", "run"])
-    c = c.dropna(subset=[y]).copy()
-    if c.empty:
-        return c
-    c["k"] = c.groupby(["hardware", "run"]).cumcount()
-    g = c.groupby("k")
-    return pd.DataFrame({"x": g["device_s"].mean(), "x_std": g["device_s"].std(ddof=0), "y": g[y].mean(),
-                         "y_std": g[y].std(ddof=0), "n": g.size(), "stage": g["stage"].max()}).reset_index()
+    frames, keys = [], set(zip(runs["hardware"], runs["run"]))
+    for key, log in curves.groupby(["hardware", "run"], sort=False):
+        if key in keys:
+            log = log[log["event"].isin(["eval", "step", "epoch"])]
+            frames.append(log.assign(x=train_seconds(log).to_numpy()))
+    if not frames:
+        return pd.DataFrame()
+    c = pd.concat(frames, ignore_index=True)
+    c = c[(c["event"] == event) & c[y].notna()]
+    c = c.assign(stage=c["stage"] if "stage" in c else 0)
+    g = c.groupby("step")
+    return pd.DataFrame({"x": g["x"].mean(), "y": g[y].mean(), "y_sd": g[y].std().fillna(0.0), "n": g.size(),
+                         "stage": g["stage"].max()}).reset_index()
 
 
 # ---------------------------------------------------------------- E3
 def _e3(runs: pd.DataFrame) -> pd.DataFrame:
-    r = finished(runs, "e3")
+    r = _finished(runs, "e3")
     if r.empty:
         return r
     return r.assign(shift=r["cfg.data.shift"], strength=r["cfg.data.shift_strength"].astype(float),
                     recovered=r["acc1"] - r["initial_acc1"])
 
 
+def _shift_points(r: pd.DataFrame) -> list:
+    """(shift, strength) pairs, linear shifts first."""
+    return sorted(set(zip(r["shift"], r["strength"])), key=lambda p: (p[0] not in LINEAR, p[0], p[1]))
+
+
+def _zero_shot(g: pd.DataFrame) -> pd.Series:
+    """Top-1 before adaptation, once per seed (every method of a seed starts from the same model)."""
+    return g.drop_duplicates(["seed", "initial_acc1"])["initial_acc1"]
+
+
+def _e3_axes(r: pd.DataFrame, ncols: int, width: float, height: float):
+    """One panel row per reference (hardware), `ncols` panels each; the rows' references."""
+    hws = sorted(r["hardware"].unique()) if len(r) else []
+    nrows = max(len(hws), 1)
+    fig, axes = plt.subplots(nrows, max(ncols, 1), figsize=(width * max(ncols, 1), height * nrows + 0.9),
+                             squeeze=False, sharey=True, layout="constrained")
+    return fig, axes, hws
+
+
+def _linear_bands(ax, points: list) -> None:
+    """Shade the linear shifts and name both groups above the panel."""
+    n_lin = sum(s in LINEAR for s, _ in points)
+    tr = matplotlib.transforms.blended_transform_factory(ax.transData, ax.transAxes)
+    if n_lin:
+        ax.axvspan(-0.5, n_lin - 0.5, color="#eeeeee", zorder=0)
+        ax.text((n_lin - 1) / 2, 0.98, "linear shifts", transform=tr, ha="center", va="top", fontsize=8)
+    if n_lin < len(points):
+        ax.text((n_lin + len(points) - 1) / 2, 0.98, "nonlinear shifts", transform=tr, ha="center", va="top",
+                fontsize=8)
+    ax.set_xticks(range(len(points)), [f"{s}\nstrength {v:g}" for s, v in points], fontsize=8)
+    ax.set_xlim(-0.5, len(points) - 0.5)
+
+
+def _headroom(axes) -> None:
+    """Room above the data for the group names (after every panel is drawn: the rows share their y axis)."""
+    for ax in axes.flat:
+        lo, hi = ax.get_ylim()
+        ax.set_ylim(lo, hi + 0.12 * (hi - lo))
+
+
+def _dots(ax, sub: pd.DataFrame, points: list, methods: list, col: str, before: bool) -> None:
+    """Per shift point: the mean of `col` per method (± s.d. over seeds), side by side; the zero-shot first."""
+    keys = (["before"] if before else []) + methods
+    width = 0.7 / len(keys)
+    for j, m in enumerate(keys):
+        xs, ys, es = [], [], []
+        for i, (s, v) in enumerate(points):
+            g = sub[(sub["shift"] == s) & (sub["strength"] == v)]
+            vals = _zero_shot(g) if m == "before" else g[g["method"] == m][col]
+            if len(vals.dropna()):
+                xs.append(i + (j - (len(keys) - 1) / 2) * width)
+                ys.append(vals.mean())
+                es.append(_sd(vals))
+        ax.errorbar(xs, ys, yerr=es, color=_color(m), marker=_marker(m), ls="none", capsize=3, ms=6,
+                    mfc="white" if m == "before" else _color(m))
+
+
 def fig1_linear_vs_nonlinear(runs, curves, bench, ax_size=3.2, **_):
     r = _e3(runs)
-    shifts = sorted(r["shift"].unique(), key=lambda s: (s not in LINEAR, s)) if len(r) else []
-    fig, axes = plt.subplots(1, max(len(shifts), 1), figsize=(ax_size * max(len(shifts), 1), ax_size + 0.4),
-                             sharey=True, squeeze=False)
-    if not shifts:
+    methods = _order(r["method"]) if len(r) else []
+    several = len(r) and r.groupby("shift")["strength"].nunique().max() > 1
+    shifts = sorted(r["shift"].unique(), key=lambda s: (s not in LINEAR, s)) if several else []
+    fig, axes, hws = _e3_axes(r, len(shifts) if several else 1, ax_size if several else 7.5, ax_size + 0.4)
+    if r.empty:
         _empty(axes[0, 0], "E3 not run at this scale")
         return fig
-    hws = sorted(r["hardware"].unique())
-    for ax, shift in zip(axes[0], shifts):
-        sub = r[r["shift"] == shift]
-        for (hw, method), g in sub.groupby(["hardware", "method"]):
-            s = g.groupby("strength")["acc1"].agg(["mean", "std"]).reset_index()
-            ax.errorbar(s["strength"], s["mean"], yerr=s["std"].fillna(0), marker="o", capsize=3,
-                        ls=_style(hw, hws), label=_label(method, hw, len(hws) > 1))
-        for hw, g in sub.groupby("hardware"):
-            s = g.groupby("strength")["initial_acc1"].agg(["mean", "std"]).reset_index()
-            ax.errorbar(s["strength"], s["mean"], yerr=s["std"].fillna(0), color="grey", marker="x", capsize=3,
-                        ls=_style(hw, hws), label=_label("before adaptation", hw, len(hws) > 1))
-        ax.set_title(f"{shift} ({'linear' if shift in LINEAR else 'nonlinear'})")
-        ax.set_xlabel("shift strength (0 = none, 1 = strongest)")
-        ax.set_xlim(0, 1.05)
-        ax.grid(alpha=0.3)
-    axes[0, 0].set_ylabel("top-1 accuracy on the shifted target (%)")
-    axes[0, -1].legend(fontsize=7)
+    for row, hw in zip(axes, hws):
+        sub = r[r["hardware"] == hw]
+        if not several:  # one calibrated strength per shift: no strength axis, one column of points per shift
+            points = _shift_points(sub)
+            _dots(row[0], sub, points, methods, "acc1", before=True)
+            _linear_bands(row[0], points)
+            row[0].set_title(f"E3: top-1 before and after adaptation, each shift at its calibrated strength\n"
+                             f"({_seeds(sub, ['shift', 'strength', 'method'])} per point) [{hw}]", fontsize=9)
+        for ax, shift in zip(row if several else [], shifts):
+            g = sub[sub["shift"] == shift]
+            for m in ["before", *methods]:
+                if m == "before":
+                    vals = g.drop_duplicates(["strength", "seed", "initial_acc1"]).groupby("strength")["initial_acc1"]
+                else:
+                    vals = g[g["method"] == m].groupby("strength")["acc1"]
+                st = vals.agg(["mean", _sd]).reset_index()
+                ax.errorbar(st["strength"], st["mean"], yerr=st["_sd"], color=_color(m), marker=_marker(m),
+                            capsize=3, mfc="white" if m == "before" else _color(m))
+            ax.set_xticks(sorted(g["strength"].unique()), [f"{v:g}" for v in sorted(g["strength"].unique())])
+            ax.set_title(f"{shift} ({'linear' if shift in LINEAR else 'nonlinear'})"
+                         + (f" [{_short_hw(hws)[hw]}]" if len(hws) > 1 else ""), fontsize=9)
+            ax.set_xlabel("shift strength")
+        for ax in row:
+            ax.grid(axis="y", alpha=0.3)
+        row[0].set_ylabel("top-1 on the shifted target (%)")
+    if not several:
+        _headroom(axes[:1, :1])
+    else:
+        fig.suptitle(f"E3: top-1 before and after adaptation against shift strength "
+                     f"({_seeds(r, ['hardware', 'shift', 'strength', 'method'])} per point) {_hw_title(hws)}",
+                     fontsize=10)
+    _legend(fig, _method_handles(["before", *methods], line=bool(several)) +
+            [Line2D([], [], ls="none", label=ERRORS)], ncol=3)
     return fig
 
 
 def fig3_adaptation_capacity(runs, curves, bench, **_):
     r = _e3(runs)
-    fig, ax = plt.subplots(figsize=(7, 3.8))
+    fig, axes, hws = _e3_axes(r, 1, 7.5, 3.6)
     if r.empty:
-        _empty(ax, "E3 not run at this scale")
+        _empty(axes[0, 0], "E3 not run at this scale")
         return fig
-    r = r[r["strength"] == r.groupby("shift")["strength"].transform("max")]
-    shifts = sorted(r["shift"].unique(), key=lambda s: (s not in LINEAR, s))
-    groups = sorted({(hw, m) for hw, m in zip(r["hardware"], r["method"])})
-    many = len({hw for hw, _ in groups}) > 1
-    width = 0.8 / len(groups)
-    for i, (hw, method) in enumerate(groups):
-        g = r[(r["hardware"] == hw) & (r["method"] == method)].groupby("shift")["recovered"].agg(["mean", "std"])
-        g = g.reindex(shifts)
-        ax.bar(np.arange(len(shifts)) + (i - (len(groups) - 1) / 2) * width, g["mean"], width,
-               yerr=g["std"].fillna(0), capsize=3, label=_label(method, hw, many))
-    strength = {s: r[r["shift"] == s]["strength"].max() for s in shifts}
-    ax.set_xticks(range(len(shifts)), [f"{s}\n({'linear' if s in LINEAR else 'nonlinear'}, {strength[s]:g})"
-                                       for s in shifts], fontsize=8)
-    ax.axhline(0, color="black", lw=0.8)
-    ax.set_ylabel("accuracy recovered by adaptation\n(top-1 after - before, pp)")
-    ax.set_xlabel("pixel-wise shift (kind, strength)")
-    ax.legend(fontsize=7)
-    ax.grid(axis="y", alpha=0.3)
+    methods = _order(r["method"])
+    for (ax,), hw in zip(axes, hws):
+        sub = r[r["hardware"] == hw]
+        points = _shift_points(sub)
+        width = 0.8 / len(methods)
+        for j, m in enumerate(methods):
+            g = sub[sub["method"] == m]
+            stats = [g[(g["shift"] == s) & (g["strength"] == v)]["recovered"] for s, v in points]
+            ax.bar(np.arange(len(points)) + (j - (len(methods) - 1) / 2) * width, [v.mean() for v in stats], width,
+                   yerr=[_sd(v) for v in stats], capsize=3, color=_color(m), label=METHOD_LABELS.get(m, m))
+        ax.axhline(0, color="black", lw=0.8)
+        _linear_bands(ax, points)
+        ax.set_ylabel("accuracy recovered\n(top-1 after − before, pp)")
+        where = ("each shift at its calibrated strength" if sub.groupby("shift")["strength"].nunique().max() == 1
+                 else "per shift and strength")
+        ax.set_title(f"E3: accuracy recovered by adaptation, {where}\n"
+                     f"({_seeds(sub, ['shift', 'strength', 'method'])} per bar) [{hw}]", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    _headroom(axes[:1, :1])
+    _legend(fig, [matplotlib.patches.Patch(color=_color(m), label=METHOD_LABELS.get(m, m)) for m in methods] +
+            [Line2D([], [], ls="none", label=ERRORS)], ncol=4)
     return fig
 
 
 # ---------------------------------------------------------------- E2
+def _train_s(df: pd.DataFrame) -> pd.Series:
+    """Training device-seconds of whole runs (the cost as the paper counts it; cost_s for runs without it)."""
+    t = df["train_s"].astype(float) if "train_s" in df else pd.Series(math.nan, index=df.index)
+    return t.fillna(df["cost_s"].astype(float)) if "cost_s" in df else t
+
+
+def _fit_y(ax, values: list, log: bool = False) -> None:
+    """Extend the y limits to lines the autoscale does not see (axhline), with a margin."""
+    lo, hi = ax.get_ylim()
+    if values:
+        vals = [math.log10(v) for v in values if v > 0] if log else values
+        span = (max(vals) - min(vals)) or 1.0
+        f = (lambda v: 10.0 ** v) if log else (lambda v: v)
+        lo, hi = min(lo, f(min(vals) - 0.1 * span)), max(hi, f(max(vals) + 0.1 * span))
+    ax.set_ylim(lo, hi)
+
+
 def fig2_pretraining_scale(runs, curves, bench, **_):
-    r = finished(runs, "e2")
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.8))
+    r = _finished(runs, "e2")
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4.4), layout="constrained")
     if r.empty:
         _empty(a1, "E2 not run at this scale")
         _empty(a2, "")
         return fig
-    pre = finished(runs).drop_duplicates(["hardware", "run"]).set_index(["hardware", "run"])
-    size = {k: v for k, v in pre.get("train_images", pd.Series(dtype=float)).items()}
-    cost = pre["cost_s"].to_dict()
-    r = r.assign(images=[size.get((h, p), math.nan) for h, p in zip(r["hardware"], r["pretrained_run"])],
-                 pre_s=[cost.get((h, p), math.nan) for h, p in zip(r["hardware"], r["pretrained_run"])])
-    hws = sorted(r["hardware"].unique())
+    pre = _finished(runs).drop_duplicates(["hardware", "run"]).set_index(["hardware", "run"])
+    size = pre["train_images"].to_dict() if "train_images" in pre else {}
+    cost = _train_s(pre).to_dict()
+    keys = list(zip(r["hardware"], r["pretrained_run"]))
+    r = r.assign(images=[size.get(k, math.nan) for k in keys], pre_s=[cost.get(k, math.nan) for k in keys],
+                 train=_train_s(r))
+    hws, methods, sizes, flat = sorted(r["hardware"].unique()), set(), set(), {a1: [], a2: []}
+    lines_only = set(r["method"]) - set(r.loc[r["pretrained_run"].notna(), "method"])
     for (hw, method), g in r.groupby(["hardware", "method"]):
-        ls, label = _style(hw, hws), _label(method, hw, len(hws) > 1)
-        if g["pretrained_run"].isna().all():  # the reference without pretraining: a horizontal band
-            m, s = g["acc1"].mean(), g["acc1"].std(ddof=0)
-            a1.axhline(m, color="grey", ls=ls, label=f"{label} (no pretraining)")
-            a1.axhspan(m - s, m + s, color="grey", alpha=0.15)
-            a2.axhline(g["cost_s"].mean(), color="grey", ls=ls, label=f"{label}: training")
+        ls, c = _style(hw, hws), _color(method)
+        methods.add(method)
+        if g["pretrained_run"].isna().all():  # trained without pretraining: a horizontal line, ± s.d. as a band
+            m, s, t = g["acc1"].mean(), _sd(g["acc1"]), g["train"].mean()
+            a1.axhline(m, color=c, ls=ls)
+            a1.axhspan(m - s, m + s, color=c, alpha=0.12)
+            a2.axhline(t, color=c, ls=ls)
+            flat[a1] += [m - s, m + s]
+            flat[a2] += [t]
             continue
-        s = g.groupby("images").agg(acc=("acc1", "mean"), acc_std=("acc1", "std"), cost=("cost_s", "mean"),
-                                    cost_std=("cost_s", "std"), pre=("pre_s", "mean")).reset_index()
-        a1.errorbar(s["images"], s["acc"], yerr=s["acc_std"].fillna(0), marker="o", capsize=3, ls=ls, label=label)
-        a2.errorbar(s["images"], s["cost"], yerr=s["cost_std"].fillna(0), marker="o", capsize=3, ls=ls,
-                    label=f"{label}: adaptation")
-        a2.plot(s["images"], s["pre"], marker="s", ls=ls, label=f"first-order pretraining [{hw}]" if len(hws) > 1
-                else "first-order pretraining")
+        s = g.groupby("images").agg(acc=("acc1", "mean"), acc_sd=("acc1", _sd), t=("train", "mean"),
+                                    t_sd=("train", _sd), pre=("pre_s", "mean"), n=("acc1", "size")).reset_index()
+        sizes |= set(s["images"].dropna())
+        a1.errorbar(s["images"], s["acc"], yerr=s["acc_sd"], color=c, marker=_marker(method), capsize=3, ls=ls)
+        for x, y, n in zip(s["images"], s["acc"], s["n"]):
+            a1.annotate(f"n={n}", (x, y), textcoords="offset points", xytext=(6, 6), fontsize=7)
+        a2.errorbar(s["images"], s["t"], yerr=s["t_sd"], color=c, marker=_marker(method), capsize=3, ls=ls)
+        a2.plot(s["images"], s["pre"], color=_color("first_order"), marker=_marker("first_order"), ls=ls)
+        methods.add("first_order")
     for ax in (a1, a2):
         ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        if sizes:
+            ax.set_xticks(sorted(sizes), [f"{x:,.0f}" for x in sorted(sizes)])
+            ax.set_xlim(min(sizes) / 1.4, max(sizes) * 1.4)
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_xlabel("pretraining set (source images)")
+        ax.set_xlabel("pretraining set (source images, log)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
     a1.set_ylabel("target top-1 accuracy (%)")
-    a2.set_ylabel("device-seconds")
+    a1.set_title("accuracy on the target task", fontsize=9)
+    a1.margins(y=0.15)
+    _fit_y(a1, flat[a1])
+    a2.set_ylabel("training device-seconds of the whole run (log)")
+    a2.set_title("cost: adaptation, its pretraining, scratch", fontsize=9)
     a2.set_yscale("log")
-    a2.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    a2.margins(y=0.15)
+    _fit_y(a2, flat[a2], log=True)
+    lo, hi = a2.get_ylim()
+    a2.set_yticks(_ticks125(lo, hi), [f"{t:g}" for t in _ticks125(lo, hi)])
     a2.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    a2.set_ylim(lo, hi)
+    fig.suptitle(f"E2: pretraining scale {_hw_title(hws)}", fontsize=10)
+    labels = {m: METHOD_LABELS.get(m, m) for m in methods}
+    for m in lines_only:
+        labels[m] += " (no pretraining; band ± 1 s.d.)"
+    handles = [Line2D([], [], color=_color(m), marker=None if m in lines_only else _marker(m),
+                      label=labels[m]) for m in _order(methods)]
+    _legend(fig, handles + _hw_handles(hws) + [Line2D([], [], ls="none", label=f"{ERRORS} (n per point)")], ncol=3)
     return fig
 
 
 # ---------------------------------------------------------------- E1
+def _ticks125(lo: float, hi: float) -> list:
+    """Decade ticks between lo and hi, or 1-2-5 ticks where fewer than three decades fit."""
+    k = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+    ticks = [10.0 ** e for e in k if lo <= 10.0 ** e <= hi]
+    if len(ticks) >= 3:
+        return ticks
+    return sorted(m * 10.0 ** e for e in k for m in (1, 2, 5) if lo <= m * 10.0 ** e <= hi)
+
+
+def _log_ticks(ax, start: float, lo: float, hi: float) -> None:
+    """Log x axis from `lo` to `hi`: 1-2-5 ticks (decades where they are enough) and `start` labelled 0 (step 0)."""
+    ticks = _ticks125(start * 2, hi)
+    ax.set_xscale("log")
+    ax.set_xlim(lo, hi)
+    ax.set_xticks([start, *ticks], ["0", *[f"{t:g}" for t in ticks]])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.axvline(math.sqrt(start * min([t for t in ticks if t > start] or [hi])), color="grey", lw=0.6, ls=(0, (1, 3)))
+
+
+def _crossings(ax, times: pd.DataFrame) -> None:
+    """Mark each method's mean time to target on the target line and list them (n reached / n), lower right."""
+    lines = []
+    for row in times.assign(_o=times["method"].map(_rank)).sort_values("_o").itertuples():
+        name = SHORT.get(row.method, row.method)
+        if row.reached:
+            ax.plot(row.t_s, row.target_acc1, marker="|", ms=16, mew=2.5, color=_color(row.method), zorder=5)
+            lines.append((f"{name}: {row.t_s:.3g} s ({row.reached}/{row.seeds})", _color(row.method)))
+        else:
+            lines.append((f"{name}: not reached (0/{row.seeds})", _color(row.method)))
+    y = 0.03
+    for text, color in reversed(lines):
+        ax.text(0.98, y, text, transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color=color,
+                bbox=dict(fc="white", ec="none", alpha=0.8, pad=0.5))
+        y += 0.055
+    if lines:
+        ax.text(0.98, y, "time to target (training s, reached/seeds):", transform=ax.transAxes, ha="right",
+                va="bottom", fontsize=7, weight="bold", bbox=dict(fc="white", ec="none", alpha=0.8, pad=0.5))
+
+
+def _savings_note(sv: pd.DataFrame) -> str:
+    """V2 adaptation's savings to the target (and full-schedule energy savings where measured or estimated)."""
+    out = []
+    for row in sv.itertuples():
+        if getattr(row, "start_meets_target", False):
+            s = "V2 adapt's start already meets the target: no savings to measure"
+        else:
+            reached = f" ({row.adapt_reached}/{row.seeds} seeds reach it)" if row.adapt_reached < row.seeds else ""
+            s = f"V2 adapt saves {100 * row.savings_to_target:.0f}% of scratch's time to target{reached}"
+        energy = getattr(row, "energy_savings_full_schedule", math.nan)
+        if pd.notna(energy):
+            s += f"\nfull-schedule energy savings {100 * energy:.0f}% ({row.energy_savings_how})"
+        out.append(s)
+    return "\n".join(out)
+
+
+def _where(df: pd.DataFrame, **eq) -> pd.DataFrame:
+    if df.empty:
+        return df
+    mask = np.ones(len(df), dtype=bool)
+    for col, value in eq.items():
+        mask &= (df[col] == value).to_numpy()
+    return df[mask]
+
+
+def _cost_panel(ax, here: pd.DataFrame, lines: dict, times: pd.DataFrame, sv: pd.DataFrame, title: str) -> None:
+    """One backbone and setting of one reference: mean top-1 per evaluation against training seconds (log), the
+    evaluation before training at the tick '0', the target and each method's time to it."""
+    stats = {m: eval_stats(g, lines) for m, g in here.groupby("method")}
+    pos = [x for s in stats.values() for x in s.loc[~s["initial"].astype(bool), "x"] if x > 0]
+    if not pos:
+        _empty(ax, f"{title}: no evaluation logged")
+        return
+    start = min(pos) / 4  # where the evaluation before training (x = 0) is drawn on the log axis
+    for m in _order(stats):
+        s = stats[m].assign(x=stats[m]["x"].where(~stats[m]["initial"].astype(bool) & (stats[m]["x"] > 0), start))
+        first, rest = s[s["x"] == start], s[s["x"] > start]
+        ax.errorbar(rest["x"], rest["y"], yerr=rest["y_sd"], color=_color(m), marker=_marker(m), ms=3.5, capsize=2,
+                    lw=1.2, elinewidth=0.8)
+        ax.errorbar(first["x"], first["y"], yerr=first["y_sd"], color=_color(m), marker=_marker(m), ms=7,
+                    mfc="white", capsize=2, elinewidth=0.8, ls="none")
+        if len(first) and len(rest):  # nothing was evaluated in between: a thin dotted link
+            ax.plot([start, rest["x"].iloc[0]], [first["y"].iloc[0], rest["y"].iloc[0]], lw=0.6, color=_color(m),
+                    ls=(0, (1, 2)))
+    if len(times):
+        ax.axhline(times["target_acc1"].iloc[0], color="black", lw=0.8, ls=":")
+        _crossings(ax, times)
+    note = _savings_note(sv)
+    target = f"target {times['target_acc1'].iloc[0]:.1f}%" if len(times) else "no scratch runs: no target"
+    ax.set_title(f"{title}: {target}" + (f"\n{note}" if note else ""), fontsize=8.5)
+    _log_ticks(ax, start, start / 1.6, max(x for s in stats.values() for x in s["x"]) * 1.4)
+    ax.set_xlabel("training device-seconds since the first optimizer step (log)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.grid(alpha=0.3)
+
+
 def fig6_accuracy_vs_cost(runs, curves, bench, **_):
-    r = finished(runs, "e1")
-    bbs = list(dict.fromkeys(zip(r["backbone"], r["variant"]))) if len(r) else []
-    n = max(len(bbs), 1)
+    r = _finished(runs, "e1")
+    panels = list(dict.fromkeys(zip(r["hardware"], r["backbone"], r["variant"]))) if len(r) else []
+    n = max(len(panels), 1)
     cols = min(n, 3)
-    # each panel's legend goes below it (one line per method and hardware would hide the curves)
-    fig, axes = plt.subplots(math.ceil(n / cols), cols, figsize=(4.5 * cols, 6.5 * math.ceil(n / cols)), squeeze=False)
-    if not bbs:
+    fig, axes = plt.subplots(math.ceil(n / cols), cols, figsize=(5.2 * cols, 4.6 * math.ceil(n / cols) + 1.2),
+                             squeeze=False, layout="constrained")
+    if not panels:
         _empty(axes[0, 0], "E1 not run at this scale")
         return fig
-    hws = sorted(r["hardware"].unique())
-    sv = savings(runs, curves)
-    for ax, (bb, setting) in zip(axes.flat, bbs):
-        for (hw, method), g in r[(r["backbone"] == bb) & (r["variant"] == setting)].groupby(["hardware", "method"]):
-            s = curve_stats(g, curves)
-            if len(s):
-                ax.errorbar(s["x"], s["y"], xerr=s["x_std"].fillna(0), yerr=s["y_std"].fillna(0), marker=".",
-                            capsize=2, ls=_style(hw, hws), label=_label(method, hw, len(hws) > 1))
-        t = sv[(sv["exp"] == "e1") & (sv["backbone"] == bb) & (sv["variant"] == setting)] if len(sv) else sv
-        for row in t.itertuples():
-            energy = getattr(row, "energy_savings_full_schedule", math.nan)
-            energy = "" if pd.isna(energy) else (f"; full-schedule energy savings {100 * energy:.0f}% "
-                                                  f"({row.energy_savings_how})")
-            ax.axhline(row.target_acc1, color="black", lw=0.7, ls=":",
-                       label=f"target {row.target_acc1:.1f}%: savings {100 * row.savings_to_target:.0f}%{energy}")
-        ax.set_xlim(left=0)
-        ax.set_title(f"{bb} ({setting})")
-        ax.set_xlabel("device-seconds (training + evaluation)\nmean ± std over seeds")
-        ax.set_ylabel("top-1 accuracy (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.25))
-    for ax in list(axes.flat)[len(bbs):]:
+    hws, lines = sorted(r["hardware"].unique()), _log_lines(curves, zip(r["hardware"], r["run"]))
+    times, sv, short = method_times(r, curves), savings(r, curves), _short_hw(r["hardware"])
+    for ax, (hw, bb, setting) in zip(axes.flat, panels):
+        key = dict(hardware=hw, backbone=bb, variant=setting)
+        _cost_panel(ax, _where(r, **key), lines, _where(times, **key), _where(sv, **key),
+                    f"{bb} ({setting})" + (f" [{short[hw]}]" if len(hws) > 1 else ""))
+    for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
+    fig.suptitle(f"E1: accuracy vs training cost {_hw_title(hws)}", fontsize=10)
+    extra = [Line2D([], [], ls="none", marker="o", mfc="white", color="grey", ms=7,
+                    label="evaluation before training (drawn at the tick '0')"),
+             Line2D([], [], color="black", ls=":", label=f"target: scratch's mean final top-1 − {TOLERANCE_PP:g} pp"),
+             Line2D([], [], ls="none", marker="|", ms=12, mew=2.5, color="grey",
+                    label="time to target: first evaluation at or above it (mean of the seeds that reach it)"),
+             Line2D([], [], ls="none", label=f"{ERRORS}; evaluation time excluded")]
+    _legend(fig, _method_handles(_order(r["method"])) + extra, ncol=cols + 1)
     return fig
 
 
@@ -228,59 +552,95 @@ def _stages_of(runs: pd.DataFrame) -> pd.Series:
         lambda s: len(json.loads(s)) if isinstance(s, str) else 0)
 
 
-def fig5_stage_training(runs, curves, bench, **_):
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    done = finished(runs)
-    adapt = done[(done["method"] == "adapt") & done["pretrained_run"].notna()] if len(done) else done
-    adapt = adapt[(adapt["exp"] == "e1") | ((adapt["exp"] == "e4") & (adapt["variant"] == "base"))] if len(adapt) \
-        else adapt
+def _prefer_transfer(df: pd.DataFrame, key=None) -> pd.DataFrame:
+    """The runs of one (hardware, backbone, setting): `key` where df has it, else a transfer setting (source
+    pretraining) when there is one."""
+    df = df.assign(_t=df["variant"] != "transfer", _k=[k != key for k in zip(df["hardware"], df["backbone"],
+                                                                            df["variant"])])
+    hw, bb, setting = df.sort_values(["_k", "_t", "hardware", "backbone"], kind="stable")[
+        ["hardware", "backbone", "variant"]].iloc[0]
+    return df[(df["hardware"] == hw) & (df["backbone"] == bb) & (df["variant"] == setting)]
+
+
+def _stage_panel(ax, done: pd.DataFrame, curves: pd.DataFrame) -> tuple:
+    """Stage 1 (the first-order run the adapter starts from) then stage 2 (adaptation) on one training-cost axis,
+    beside quadratic training from scratch; (the methods drawn, their (hardware, backbone, setting))."""
+    adapt = done[(done["method"] == "adapt") & done["pretrained_run"].notna() & (done["exp"] == "e1")]
     if adapt.empty:
-        _empty(a1, "no adaptation from a workflow-pretrained backbone at this scale")
-    else:
-        hw, bb = adapt["hardware"].iloc[0], adapt["backbone"].iloc[0]
-        setting = adapt["variant"].iloc[0]
-        g = adapt[(adapt["hardware"] == hw) & (adapt["backbone"] == bb) & (adapt["variant"] == setting)
-                  ].drop_duplicates("run")
-        pre = done[(done["hardware"] == hw) & (done["run"] == g["pretrained_run"].iloc[0])].drop_duplicates("run")
-        offset = float(pre["cost_s"].iloc[0]) if len(pre) else 0.0
-        for part, label, dx in ((pre, "stage 1: first-order pretraining (source task)", 0.0),
-                                (g, "stage 2: quadratic adaptation (target task)", offset)):
-            s = curve_stats(part, curves)
-            if len(s):
-                a1.errorbar(s["x"] + dx, s["y"], yerr=s["y_std"].fillna(0), marker=".", capsize=2, label=label)
-        scratch = done[(done["hardware"] == hw) & (done["backbone"] == bb) & (done["method"] == "scratch")
-                       & (done["exp"] == "e1") & (done["variant"] == setting)].drop_duplicates("run")
-        s = curve_stats(scratch, curves)
+        _empty(ax, "no adaptation from a workflow-pretrained backbone at this scale")
+        return set(), None
+    g = _prefer_transfer(adapt)
+    hw, bb, setting = g[["hardware", "backbone", "variant"]].iloc[0]
+    pre = done[(done["hardware"] == hw) & done["run"].isin(g["pretrained_run"])].drop_duplicates("run")
+    offset = float(_train_s(pre).mean()) if len(pre) else 0.0
+    scratch = done[(done["hardware"] == hw) & (done["backbone"] == bb) & (done["method"] == "scratch")
+                   & (done["exp"] == "e1") & (done["variant"] == setting)].drop_duplicates("run")
+    drawn = set()
+    for part, m, dx in ((pre, "first_order", 0.0), (g, "adapt", offset), (scratch, "scratch", 0.0)):
+        s = curve_stats(part, curves)
         if len(s):
-            a1.errorbar(s["x"], s["y"], yerr=s["y_std"].fillna(0), marker=".", capsize=2, ls="--",
-                        label="quadratic from scratch (target task)")
-        a1.axvline(offset, color="grey", lw=0.7)
-        a1.set_title(f"{bb} ({setting}): stage training\n[{hw}]", fontsize=9)
-        a1.set_xlabel("cumulative device-seconds")
-        a1.set_ylabel("top-1 accuracy (%)")
-        a1.grid(alpha=0.3)
-        a1.legend(fontsize=7)
-    two = done[_stages_of(done) >= 2].drop_duplicates(["hardware", "run"]) if len(done) else done
+            ax.errorbar(s["x"] + dx, s["y"], yerr=s["y_sd"], color=_color(m), marker=_marker(m), ms=3.5, capsize=2)
+            drawn.add(m)
+    ax.axvline(offset, color="grey", lw=0.8, ls="--")
+    task = "source task" if setting == "transfer" else "same task"
+    ax.set_title(f"{bb} ({setting}): stage 1 ({len(pre)} run(s), {task}), then\nstage 2 on the target task "
+                 f"({len(g)} seeds); scratch: {len(scratch)} seeds", fontsize=9)
+    ax.set_xlabel("cumulative training device-seconds")
+    ax.set_ylabel("top-1 accuracy (%) on the task being trained")
+    ax.grid(alpha=0.3)
+    return drawn, (hw, bb, setting)
+
+
+def _two_stage_panels(a_acc, a_loss, done: pd.DataFrame, curves: pd.DataFrame, key=None) -> tuple:
+    """Top-1 and training loss of the two-stage runs (one line per method; those of `key` where there are), the
+    end of stage 1 marked; (the methods drawn, their hardware)."""
+    two = done[(_stages_of(done) >= 2) & (done["exp"] == "e1")] if len(done) else done
     if two.empty:
-        _empty(a2, "no two-stage adaptation run at this scale")
+        _empty(a_acc, "no two-stage adaptation run at this scale")
+        _empty(a_loss, "")
+        return set(), None
+    two = _prefer_transfer(two, key)
+    hw, bb, setting = two[["hardware", "backbone", "variant"]].iloc[0]
+    seeds = []
+    for m in _order(two["method"]):
+        g = two[two["method"] == m]
+        seeds.append(f"{SHORT.get(m, m)} {len(g)}")
+        acc, loss = curve_stats(g, curves), curve_stats(g, curves, event="step", y="loss")
+        if len(acc):
+            a_acc.errorbar(acc["x"], acc["y"], yerr=acc["y_sd"], color=_color(m), marker=_marker(m), ms=4,
+                           capsize=2)
+        if len(loss):
+            a_loss.plot(loss["x"], loss["y"], color=_color(m))
+            a_loss.fill_between(loss["x"], loss["y"] - loss["y_sd"], loss["y"] + loss["y_sd"], color=_color(m),
+                                alpha=0.15, lw=0)
+            first = loss[loss["stage"] == loss["stage"].min()]
+            for ax in (a_acc, a_loss):
+                ax.axvline(first["x"].max(), color=_color(m), lw=0.8, ls="--")
+    for ax, y in ((a_acc, "top-1 accuracy (%)"), (a_loss, "training loss")):
+        ax.set_title(f"two-stage runs, {bb} ({setting}; seeds: {', '.join(seeds)})\ndashed: end of stage 1",
+                     fontsize=9)
+        ax.set_xlabel("training device-seconds")
+        ax.set_ylabel(y)
+        ax.grid(alpha=0.3)
+    return set(two["method"]), hw
+
+
+def fig5_stage_training(runs, curves, bench, **_):
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.8), layout="constrained")
+    done = _finished(runs)
+    if done.empty:
+        for ax in axes:
+            _empty(ax, "no runs at this scale")
         return fig
-    two = two[two["variant"] == two["variant"].iloc[0]]
-    loss = curve_stats(two, curves, event="step", y="loss")
-    acc = curve_stats(two, curves)
-    a2.errorbar(loss["x"], loss["y"], yerr=loss["y_std"].fillna(0), color="C0", label="training loss")
-    ends = curves[(curves["event"] == "epoch") & curves["run"].isin(two["run"])].groupby("stage")["device_s"].max()
-    for stage, (start, end) in enumerate(zip([0.0, *ends.iloc[:-1]], ends)):  # a stage ends with its last epoch
-        a2.axvspan(start, end, color=f"C{stage + 2}", alpha=0.12, label=f"stage {stage + 1}")
-    a2.set_xlabel("device-seconds")
-    a2.set_ylabel("training loss")
-    b = a2.twinx()
-    b.errorbar(acc["x"], acc["y"], yerr=acc["y_std"].fillna(0), color="C1", marker="o", capsize=2, label="top-1")
-    b.set_ylabel("top-1 accuracy (%)")
-    a2.set_title(f"two-stage adaptation: {two['backbone'].iloc[0]} / {two['variant'].iloc[0]}\n"
-                 f"[{two['hardware'].iloc[0]}]", fontsize=9)
-    h1, l1 = a2.get_legend_handles_labels()
-    h2, l2 = b.get_legend_handles_labels()
-    a2.legend(h1 + h2, l1 + l2, fontsize=7)
+    drawn, key = _stage_panel(axes[0], done, curves)
+    more, hw = _two_stage_panels(axes[1], axes[2], done, curves, key)
+    hws = {h for h in (key[0] if key else None, hw) if h}
+    fig.suptitle(f"Stage training in training device-seconds (evaluation excluded) {_hw_title(hws) if hws else ''}",
+                 fontsize=10)
+    drawn |= more
+    _legend(fig, _method_handles(_order(drawn)) +
+            [Line2D([], [], color="grey", ls="--", label="stage 1 → stage 2"),
+             Line2D([], [], ls="none", label=f"{ERRORS} (loss: shaded band)")], ncol=6)
     return fig
 
 
@@ -359,37 +719,74 @@ def fig4_architecture(runs, curves, bench, arch: str = "convnext_atto", **_):
 
 
 # ---------------------------------------------------------------- E5
+def _bench_rows(bench: pd.DataFrame) -> pd.DataFrame:
+    """Training-mode bench rows with a `key`: model (a single layer marked), the settings that differ between rows
+    of the same model (channels-last, runtime: eager where missing) and the short hardware name."""
+    b = bench[bench["mode"] == "train"] if "mode" in bench else bench
+    if b.empty or "model" not in b:
+        return b
+    short = _short_hw(b["hardware"].astype(str))
+    layer = b["source"] == "layer" if "source" in b else pd.Series(False, index=b.index)
+    b = b.assign(runtime=b["runtime"].fillna("eager") if "runtime" in b else "eager",
+                 cl=b["channels_last"].map({True: "channels-last", False: "no channels-last"}).fillna("")
+                 if "channels_last" in b else "")
+    parts = [b["model"].astype(str) + np.where(layer, " (one layer)", "")]
+    for col in ("cl", "runtime"):
+        varies = b.groupby("model")[col].transform("nunique") > 1
+        parts.append(np.where(varies, ", " + b[col].astype(str), ""))
+    hw = b["hardware"].astype(str).map(short)
+    return b.assign(key=parts[0] + parts[1] + parts[2] + "\n[" + hw + "]")
+
+
 def fig7_efficiency(runs, curves, bench, **_):
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    if bench.empty:
+    b = _bench_rows(bench)
+    keys = list(dict.fromkeys(b["key"])) if len(b) and "key" in b else []
+    height = max(3.8, 0.55 * len(keys) + 1.8)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, height), sharey=True, layout="constrained")
+    if not keys:
         _empty(a1, "E5 not run at this scale")
         _empty(a2, "")
         return fig
-    models = bench[bench.get("source", "") != "layer"] if "source" in bench else bench
-    train = models[models["mode"] == "train"] if "mode" in models else models
-    y = "ratio_vs_first_order" if "ratio_vs_first_order" in train else "step_ms"
-    for ax, data, col, label in ((a1, train, y, "training step time / first-order's (x)"
-                                  if y == "ratio_vs_first_order" else "training step time (ms)"),
-                                 (a2, bench, "saved_for_backward_mb", "memory kept for backward (MB)")):
-        if data.empty or col not in data:
-            _empty(ax, f"no {col} rows")
+    variants = [v for v in VARIANT_COLORS if v in set(b["variant"])] + sorted(set(b["variant"]) - set(VARIANT_COLORS))
+    width = 0.84 / len(variants)
+    y0 = np.arange(len(keys))
+    for ax, col, label in ((a1, "ratio_vs_first_order", "training step time / first-order's (x)"),
+                           (a2, "saved_for_backward_mb", "memory kept for backward (MB)")):
+        if col not in b:
+            _empty(ax, f"no {col} in the bench rows")
             continue
-        d = data.assign(key=data["model"].astype(str) + "\n" + data["hardware"].astype(str).str.replace(
-            "this machine ", "").str.slice(0, 30))
-        piv = d.pivot_table(index="key", columns="variant", values=col, aggfunc="mean")
-        piv.plot.bar(ax=ax, rot=0, fontsize=7)
-        ax.set_ylabel(label)
-        ax.set_xlabel("model [hardware]")
-        ax.legend(fontsize=7, title="variant", title_fontsize=7)
-        ax.grid(axis="y", alpha=0.3)
+        piv = b.pivot_table(index="key", columns="variant", values=col, aggfunc="mean").reindex(keys)
+        for j, v in enumerate(variants):
+            if v in piv:
+                ax.barh(y0 + (j - (len(variants) - 1) / 2) * width, piv[v], width, color=VARIANT_COLORS.get(v, "grey"),
+                        label=v, edgecolor="#d62728" if v in VARIANT_HATCH else "white", lw=0.3,
+                        hatch=VARIANT_HATCH.get(v))
+        if col == "ratio_vs_first_order":
+            ax.axvline(1.0, color="black", lw=0.8)
+        ax.set_xlabel(label)
+        ax.grid(axis="x", alpha=0.3)
+    a1.set_yticks(y0, keys, fontsize=8)
+    a1.invert_yaxis()
+    hws = sorted(b["hardware"].astype(str).unique())
+    fig.suptitle(f"E5: training step cost of each variant (median step time; batch {_uniq(b, 'batch')}) "
+                 f"{_hw_title(hws)}", fontsize=10)
+    _legend(fig, [matplotlib.patches.Patch(fc=VARIANT_COLORS.get(v, "grey"), hatch=VARIANT_HATCH.get(v), label=v,
+                                           ec="#d62728" if v in VARIANT_HATCH else "none") for v in variants], ncol=7)
     return fig
+
+
+def _uniq(df: pd.DataFrame, col: str) -> str:
+    vals = sorted(df[col].dropna().unique()) if col in df else []
+    return "/".join(f"{v:g}" if isinstance(v, float) else str(v) for v in vals) or "?"
 
 
 BUILDERS = {name: globals()[name] for name in FIGURES}
 
 
-def write_figures(runs: pd.DataFrame, curves: pd.DataFrame, bench: pd.DataFrame, out_dir, arch: str = "convnext_atto") -> list[str]:
-    """Draw every figure into out_dir (PNG + PDF); returns their names."""
+def write_figures(runs: pd.DataFrame, curves: pd.DataFrame, bench: pd.DataFrame, out_dir,
+                  arch: str = "convnext_atto") -> list[str]:
+    """Draw every figure into out_dir (PNG + PDF), each run once (collect.count_once); returns their names."""
+    runs, _ = count_once(runs)
     for name, build in BUILDERS.items():
         save(build(runs, curves, bench, arch=arch), out_dir, name)
     return list(BUILDERS)
