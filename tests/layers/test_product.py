@@ -119,7 +119,7 @@ def test_grouped_pointwise_equals_conv(channels, outputs, groups):
 
 
 def test_product_is_a_second_order_interaction_of_both_branches():
-    """dL/dA = -dL/dB would mean the term depends on (A - B) x alone (why the `rbf` kernel was removed)."""
+    """dL/dA = -dL/dB would mean the term depends on (A - B) x alone (see tests/layers/test_kernels.py for rbf)."""
     geom = ConvGeometry((1, 1), (2, 2), (2, 2), 4)
     x, wa, _, wb, _ = _conv_inputs(4, 8, 3, 4)
     ga, gb = torch.autograd.grad(quadratic_product(x, wa, None, wb, None, geom).square().sum(), (wa, wb))
