@@ -602,6 +602,37 @@ void check_tail(const at::Tensor& e, std::initializer_list<const at::Tensor*> pe
                 "rbf_tail: per-channel tensors must be contiguous, of e's channels and dtype");
 }
 
+// Per-channel mean and biased variance of a channels-last e (BatchNorm's batch statistics), accumulated in double
+// over fixed chunks of pixels summed in order; returns (var, mean) in e's dtype.
+std::vector<at::Tensor> channel_stats(const at::Tensor& e) {
+  check_tail(e, {});
+  const int64_t c = e.size(1), pixels = e.numel() / std::max<int64_t>(c, 1);
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(pixels, at::get_num_threads()));
+  at::Tensor acc = at::zeros({chunks, 2 * c}, e.options().dtype(at::kDouble));
+  double* sums = acc.data_ptr<double>();
+  AT_DISPATCH_FLOATING_TYPES(e.scalar_type(), "channel_stats", [&] {
+    const scalar_t* data = e.data_ptr<scalar_t>();
+    at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t chunk = begin; chunk < end; ++chunk) {
+        double* __restrict__ s1 = sums + chunk * 2 * c;
+        double* __restrict__ s2 = s1 + c;
+        for (int64_t i = chunk * pixels / chunks; i < (chunk + 1) * pixels / chunks; ++i) {
+          const scalar_t* __restrict__ ei = data + i * c;
+          for (int64_t k = 0; k < c; ++k) {
+            const double v = ei[k];
+            s1[k] += v;
+            s2[k] += v * v;
+          }
+        }
+      }
+    });
+  });
+  at::Tensor total = acc.sum(0);
+  at::Tensor mean = total.slice(0, 0, c) / double(pixels);
+  at::Tensor var = (total.slice(0, c, 2 * c) / double(pixels) - mean * mean).clamp_min(0);
+  return {var.to(e.scalar_type()), mean.to(e.scalar_type())};
+}
+
 at::Tensor rbf_tail_forward(const at::Tensor& e, const at::Tensor& p, const at::Tensor& a, const at::Tensor& b) {
   check_tail(e, {&p, &a, &b});
   at::Tensor out = at::empty_like(e, e.options().memory_format(at::MemoryFormat::ChannelsLast));
@@ -654,6 +685,7 @@ TORCH_LIBRARY(quadranet_cpu, m) {
   m.def("dwk_backward(Tensor grad, Tensor xa, Tensor xb, Tensor wa, Tensor wb, Tensor p, int kind, int[] kernel, "
         "int[] stride, int[] padding, int[] dilation, bool need_xa, bool need_xb) -> Tensor[]");
   m.def("rbf_tail_forward(Tensor e, Tensor p, Tensor a, Tensor b) -> Tensor");
+  m.def("channel_stats(Tensor e) -> Tensor[]");
   m.def("rbf_tail_backward(Tensor grad, Tensor e, Tensor p, Tensor a, Tensor b, Tensor mean, Tensor inv_std, "
         "Tensor gamma, bool training) -> Tensor[]");
 }
@@ -664,5 +696,6 @@ TORCH_LIBRARY_IMPL(quadranet_cpu, CPU, m) {
   m.impl("dwk_forward", &dwk_forward);
   m.impl("dwk_backward", &dwk_backward);
   m.impl("rbf_tail_forward", &rbf_tail_forward);
+  m.impl("channel_stats", &channel_stats);
   m.impl("rbf_tail_backward", &rbf_tail_backward);
 }
