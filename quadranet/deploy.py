@@ -168,6 +168,44 @@ def prepare(model: nn.Module, example: torch.Tensor, fold_bn: bool = True) -> tu
     return net, info
 
 
+@torch.no_grad()
+def quadratic_shares(model: nn.Module, batches) -> dict:
+    """{layer name: RMS(quadratic term) / RMS(primary output)} of every QuadraticAdapter over the inputs `batches`."""
+    sums, hooks = {}, []
+
+    def hook(m, args, out, name):
+        x = args[0]
+        sums.setdefault(name, torch.zeros(2, dtype=torch.float64))
+        sums[name] += torch.stack([m.term(x).double().square().sum(), m.primary(x).double().square().sum()]).cpu()
+
+    for name, m in model.named_modules():
+        if isinstance(m, QuadraticAdapter):
+            hooks.append(m.register_forward_hook(lambda m, a, o, n=name: hook(m, a, o, n)))
+    was = model.training
+    model.eval()
+    try:
+        for x in batches:
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was)
+    return {n: float((t / p).sqrt()) if p > 0 else float("inf") for n, (t, p) in sums.items()}
+
+
+def prune_quadratic(model: nn.Module, batches, threshold: float) -> list[str]:
+    """Replace each QuadraticAdapter whose quadratic share (`quadratic_shares` on `batches`) is below `threshold` by
+    its primary layer, in place (`unquadratize` of those layers): its term is dropped, so the model changes by up to
+    that share there. Returns the names of the layers pruned."""
+    if not threshold >= 0:
+        raise ValueError(f"threshold={threshold!r} must be a number >= 0")
+    shares = quadratic_shares(model, batches)
+    pruned = [n for n, s in shares.items() if s < threshold]
+    for name in pruned:
+        _set_submodule(model, name, model.get_submodule(name).primary)
+    return pruned
+
+
 # ---- tracing and writing ----
 
 

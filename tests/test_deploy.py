@@ -215,3 +215,23 @@ def test_cli_exports_a_trained_run_and_checks_it(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert meta["git_commit"] == metrics["provenance"]["git_commit"] and meta["input_shape"][0] is None
     assert meta["acc1"] == metrics["acc1"]
+
+
+def test_prune_quadratic_drops_the_layers_whose_term_is_negligible():
+    torch.manual_seed(0)
+    model = quadranet.quadratize(timm.create_model("test_convnext", num_classes=5), rank=2).eval()
+    live = [name for name, _ in adapters(model)][::2]
+    for name, a in adapters(model):
+        if name in live:
+            nn.init.normal_(a.quad_out.weight, std=0.1)  # the others keep P = 0: a share of 0
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        before = model(x)
+    shares = deploy.quadratic_shares(model, [x])
+    assert {n for n, s in shares.items() if s > 0} == set(live)
+    pruned = deploy.prune_quadratic(model, [x], threshold=1e-6)
+    assert set(pruned) == set(shares) - set(live) and [n for n, _ in adapters(model)] == live
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), before)
+    with pytest.raises(ValueError, match="threshold=-1"):
+        deploy.prune_quadratic(model, [x], threshold=-1)
