@@ -291,3 +291,19 @@ def test_fused_exponent_equals_its_definition(geometry, two_inputs):
     grad = torch.randn_like(want)
     for g, h_ in zip(torch.autograd.grad(got, inputs, grad), torch.autograd.grad(want, inputs, grad)):
         torch.testing.assert_close(g, h_, rtol=1e-11, atol=1e-11)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_torch_compile_traces_through_the_fused_kernels(kernel):
+    adapter = QuadraticAdapter(nn.Conv2d(16, 16, 7, padding=3, groups=16), rank=2, kernel=kernel)
+    nn.init.normal_(adapter.quad_out.weight)
+    eager = copy.deepcopy(adapter)
+    x = torch.randn(4, 16, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_()
+    want = eager(x)
+    want_grad, = torch.autograd.grad(want.sum(), (x,))
+    got = torch.compile(adapter)(x)
+    got_grad, = torch.autograd.grad(got.sum(), (x,))
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(got_grad, want_grad)
+    torch.testing.assert_close(adapter.quad_norm.running_var, eager.quad_norm.running_var)
