@@ -24,7 +24,7 @@ from . import BAND, TOLERANCE_PP
 from .collect import count_once
 from .savings import COST_RULE, CONVERGED_RULE, describe, method_times, pct, savings
 from .stats import INTERVAL_RULE, fmt_interval, paired, t_interval
-from .tables import finished, to_markdown
+from .tables import budget_text, finished, to_markdown
 
 HOLDS, FAILS, UNTESTABLE = "holds", "does not hold", "not testable at this scale"
 INCONCLUSIVE = "inconclusive (the 95% interval includes the threshold)"
@@ -351,6 +351,8 @@ def _c5_hardware(g: pd.DataFrame, band) -> tuple[str, str, str]:
     head = _advantage(acc, kept.index, "head")
     if len(head):
         text += f"; head-only control: adapt - head over kept shifts {fmt_interval(t_interval(head.mean(axis=1)), unit=' pp')}"
+    budget = budget_text(g)
+    text += f"; {budget}" if budget else ""
     return f"adapt - LoRA on nonlinear shifts {_short(iv)}", text, interval_verdict(iv, 0.0, strict=True)
 
 
@@ -506,8 +508,11 @@ def a1(runs, curves, bench, tolerance_pp=TOLERANCE_PP, **_) -> Finding:
         named.append((_name(g, False), v))
         heads.append(f"{_name(g, False)}: " + ", ".join(f"{SHORT.get(c, c)} {_short(x, unit='', digits=1)}"
                                                           .replace(", ", ",") for c, x in rows.items()))
+        runs_g = r[(r["hardware"] == g["hardware"]) & (r["backbone"] == g["backbone"]) & (r["variant"] == g["variant"])]
+        budget = budget_text(runs_g)
         details.append(f"{_name(g)}: {v}: adapt " + ", ".join(f"- {c} {fmt_interval(x, unit=' pp')}"
                                                                for c, x in rows.items())
+                       + (f"; {budget}" if budget else "")
                        + (f"; times to target: {_times_text(mt, g)}" if len(mt) else ""))
     verdict = overall(verdicts)
     why = _why(verdict, named, {FAILS: "a control from the same weights ends higher than adaptation",

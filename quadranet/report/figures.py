@@ -38,6 +38,7 @@ from ..data.shifts import LINEAR_SHIFTS  # noqa: E402
 from . import FIGURES, TOLERANCE_PP  # noqa: E402
 from .collect import count_once  # noqa: E402
 from .savings import eval_lines, method_times, savings, train_seconds  # noqa: E402
+from .tables import finished  # noqa: E402
 
 STYLES = ("-", "--", ":", "-.")
 LINEAR = LINEAR_SHIFTS
@@ -90,13 +91,6 @@ def _short_hw(labels) -> dict:
 
 def _style(hw: str, hws: list) -> str:
     return STYLES[sorted(hws).index(hw) % len(STYLES)]
-
-
-def _finished(runs: pd.DataFrame, exp=None) -> pd.DataFrame:
-    if runs.empty or "status" not in runs:
-        return runs.iloc[0:0]
-    r = runs[runs["status"] == "done"]
-    return r[r["exp"] == exp] if exp else r
 
 
 def _empty(ax, text: str) -> None:
@@ -198,7 +192,7 @@ def curve_stats(runs: pd.DataFrame, curves: pd.DataFrame, event: str = "eval", y
 
 # ---------------------------------------------------------------- E3
 def _e3(runs: pd.DataFrame) -> pd.DataFrame:
-    r = _finished(runs, "e3")
+    r = finished(runs, "e3")
     if r.empty:
         return r
     return r.assign(shift=r["cfg.data.shift"], strength=r["cfg.data.shift_strength"].astype(float),
@@ -356,13 +350,13 @@ def _fit_y(ax, values: list, log: bool = False) -> None:
 
 
 def fig2_pretraining_scale(runs, curves, bench, **_):
-    r = _finished(runs, "e2")
+    r = finished(runs, "e2")
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4.4), layout="constrained")
     if r.empty:
         _empty(a1, "E2 not run at this scale")
         _empty(a2, "")
         return fig
-    pre = _finished(runs).drop_duplicates(["hardware", "run"]).set_index(["hardware", "run"])
+    pre = finished(runs).drop_duplicates(["hardware", "run"]).set_index(["hardware", "run"])
     size = pre["train_images"].to_dict() if "train_images" in pre else {}
     cost = _train_s(pre).to_dict()
     keys = list(zip(r["hardware"], r["pretrained_run"]))
@@ -518,7 +512,7 @@ def _cost_panel(ax, here: pd.DataFrame, lines: dict, times: pd.DataFrame, sv: pd
 
 
 def fig6_accuracy_vs_cost(runs, curves, bench, **_):
-    r = _finished(runs, "e1")
+    r = finished(runs, "e1")
     panels = list(dict.fromkeys(zip(r["hardware"], r["backbone"], r["variant"]))) if len(r) else []
     n = max(len(panels), 1)
     cols = min(n, 3)
@@ -627,7 +621,7 @@ def _two_stage_panels(a_acc, a_loss, done: pd.DataFrame, curves: pd.DataFrame, k
 
 def fig5_stage_training(runs, curves, bench, **_):
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.8), layout="constrained")
-    done = _finished(runs)
+    done = finished(runs)
     if done.empty:
         for ax in axes:
             _empty(ax, "no runs at this scale")

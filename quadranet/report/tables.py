@@ -191,6 +191,16 @@ def _to_target(reached, seeds, t) -> str:
     return f"{_fmt(t, '.1f') or 'never'} ({reached:.0f}/{seeds:.0f})"
 
 
+def budget_text(g: pd.DataFrame) -> str:
+    """How closely LoRA's added parameters match the quadratic adapter's in runs `g`: 'LoRA adds 31,600
+    parameters, the quadratic adapter 31,008 (+1.9%)' ('' without both)."""
+    added = g.groupby("method")["params_added"].mean() if "params_added" in g else pd.Series(dtype=float)
+    if not {"adapt", "lora"} <= set(added.index) or not added["adapt"]:
+        return ""
+    return (f"LoRA adds {added['lora']:,.0f} parameters, the quadratic adapter {added['adapt']:,.0f} "
+            f"({100 * (added['lora'] / added['adapt'] - 1):+.1f}%)")
+
+
 def table1_adaptation(runs, curves, bench, tolerance_pp: float = TOLERANCE_PP):
     r = finished(runs, "e1")
     if r.empty:
@@ -248,6 +258,8 @@ def table1_adaptation(runs, curves, bench, tolerance_pp: float = TOLERANCE_PP):
              "steps waited for their batch (inside train: where it is large, device-hours measure the input "
              "pipeline, not the model). Mean over seeds.",
              *savings_notes(tolerance_pp),
+             *[f"{bb} [{hw}]: {text}" for (hw, bb), g in r.groupby(["hardware", "backbone"], sort=False)
+               if (text := budget_text(g))],
              "Targets: " + "; ".join(f"{t.backbone} {t.variant} [{t.hardware}] {t.tt_target_acc1:.2f}%"
                                      for t in targets.itertuples()) + ".",
              "The CSV holds every column: parameters, steps, binomial SE, energy and CO2e (" + ENERGY_NOTE + "), the "
