@@ -25,6 +25,7 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import nn
 
+from .io import atomic_path
 from .layers import AdapterLayer, LowRankAdapter, QuadraticAdapter
 from .layers.decompositions import decomposition_table, is_custom
 
@@ -153,7 +154,7 @@ def prepare(model: nn.Module, example: torch.Tensor, fold_bn: bool = True) -> tu
 
     if not isinstance(model, nn.Module):
         raise ExportError(f"expected a torch.nn.Module to export, got {type(model).__name__}")
-    net = copy.deepcopy(model).float().eval().to(memory_format=torch.contiguous_format)
+    net = copy.deepcopy(model).cpu().float().eval().to(memory_format=torch.contiguous_format)
     lora = lora_adapters(net)
     unmerged = [n for n, a in lora if not a.mergeable]
     if unmerged:
@@ -260,14 +261,14 @@ def export(model: nn.Module, out: Union[str, Path], format: str = "onnx", *, inp
             "input_name": INPUT, "output_name": OUTPUT, **info, "quadranet_version": __version__,
             "torch": torch.__version__, "export_git_commit": _git_commit(), **(metadata or {})}
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if format == "torch-export":
-        torch.export.save(ep, str(out), extra_files={f"{METADATA_KEY}.json": json.dumps(meta)})
-        return out
-    program = torch.onnx.export(ep, (example,), dynamo=True, input_names=[INPUT], output_names=[OUTPUT],
-                                opset_version=opset, verbose=False)
-    program.model.metadata_props[METADATA_KEY] = json.dumps(meta)
-    program.save(str(out))
+    with atomic_path(out) as tmp:  # written completely or not at all
+        if format == "torch-export":
+            torch.export.save(ep, str(tmp), extra_files={f"{METADATA_KEY}.json": json.dumps(meta)})
+        else:
+            program = torch.onnx.export(ep, (example,), dynamo=True, input_names=[INPUT], output_names=[OUTPUT],
+                                        opset_version=opset, verbose=False)
+            program.model.metadata_props[METADATA_KEY] = json.dumps(meta)
+            program.save(str(tmp))
     return out
 
 
