@@ -270,12 +270,13 @@ def rbf_tail(e: Tensor, norm: torch.nn.BatchNorm2d, weight_p: Tensor) -> Optiona
     if batch_stats:
         var, mean = torch.ops.quadranet_cpu.channel_stats(e.detach())  # faster here than torch.var_mean over N, H, W
         if norm.training and norm.track_running_stats:  # as F.batch_norm: unbiased variance in the running one
-            with torch.no_grad():
-                norm.num_batches_tracked.add_(1)
-                m = (1.0 / float(norm.num_batches_tracked) if norm.momentum is None else norm.momentum)
-                n = e.numel() // c
-                norm.running_mean.mul_(1 - m).add_(mean, alpha=m)
-                norm.running_var.mul_(1 - m).add_(var * (n / max(n - 1, 1)), alpha=m)
+            # through .data, as BatchNorm updates them: no version bump, so a pending backward of an earlier
+            # forward through BatchNorm2d (which saves the running statistics) still runs
+            norm.num_batches_tracked.data.add_(1)
+            m = (1.0 / float(norm.num_batches_tracked) if norm.momentum is None else norm.momentum)
+            n = e.numel() // c
+            norm.running_mean.data.mul_(1 - m).add_(mean, alpha=m)
+            norm.running_var.data.mul_(1 - m).add_(var * (n / max(n - 1, 1)), alpha=m)
     else:
         mean, var = norm.running_mean, norm.running_var
     inv_std = torch.rsqrt(var + norm.eps)

@@ -307,3 +307,31 @@ def test_torch_compile_traces_through_the_fused_kernels(kernel):
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(got_grad, want_grad)
     torch.testing.assert_close(adapter.quad_norm.running_var, eager.quad_norm.running_var)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_bf16_autocast_takes_the_unfused_path(kernel):
+    adapter = _adapter("depthwise7", kernel).float()
+    x = torch.randn(2, 8, 6, 6).contiguous(memory_format=torch.channels_last).requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = adapter(x)
+    want = adapter(x)
+    torch.testing.assert_close(out.float(), want, rtol=0.05, atol=0.05 * want.abs().max().item())
+    out.float().square().sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in adapter.parameters() if p.grad is not None)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("name", ["depthwise7", "full", "linear"])
+def test_gpu_matches_the_cpu(kernel, name):
+    adapter = _adapter(name, kernel)
+    x = _input(adapter, (5, 5)).detach()
+    outs = []
+    for device in ("cpu", "cuda"):
+        net, xd = copy.deepcopy(adapter).to(device), x.to(device).requires_grad_()
+        y = net(xd)
+        grads = torch.autograd.grad(y.square().sum(), (xd, *net.parameters()))
+        outs.append([t.cpu() for t in (y, *grads, net.quad_norm.running_var)])
+    for got, want in zip(*outs):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
