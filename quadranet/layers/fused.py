@@ -4,6 +4,9 @@ On a depthwise primary, P(A x * B x) has one input and one output channel per gr
 have 2 x rank outputs per channel: a channel multiplier for which oneDNN has no fast CPU kernel (the factor
 work ran 5-7x slower per FLOP than the first-order network's). The kernel computes the term in one pass over
 channels-last memory and recomputes the factors in backward, so it never stores the 2 x rank factor maps.
+The rbf kernels (`adapter.py`) run the same way: one kernel computes the exponent
+sum_r (GELU(A_r x_a) - GELU(B_r x_b))^2 / (2 sigma^2) (x_a = x_b = x for rbf; P_a x, P_b x for rbf_in), and
+BatchNorm, exp and P follow in two fused elementwise passes (`rbf_tail`) with BatchNorm's statistics and backward.
 
 It is compiled once per machine on first use (torch's C++ extension builder, cached under
 `TORCH_EXTENSIONS_DIR` or ~/.cache/torch_extensions); where it cannot be built (no C++ compiler) the adapter
