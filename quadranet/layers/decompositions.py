@@ -103,3 +103,19 @@ def dwk_forward(xa: Tensor, xb: Tensor, wa: Tensor, wb: Tensor, p: Tensor, kind:
                                                  - F.gelu(_depthwise(xb, b[r], stride, padding, dilation))).square()
                      for r in range(rank)])
     raise ValueError(f"dwk_forward: kind={kind} has no decomposition; expected 0 (bilinear) or 1 (rbf)")
+
+
+@register_decomposition("quadranet_cpu::rbf_tail_forward")
+def rbf_tail_forward(e: Tensor, p: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """p exp(a e + b) per channel (p, a, b: C): the rbf term's BatchNorm (folded into a, b), exp and P."""
+    def channel(t: Tensor) -> Tensor:
+        return t.reshape(1, -1, *([1] * (e.dim() - 2)))
+
+    return channel(p) * torch.exp(channel(a) * e + channel(b))
+
+
+@register_decomposition("quadranet_cpu::channel_stats")
+def channel_stats(e: Tensor) -> list:
+    """[biased variance, mean] per channel over all other dimensions (BatchNorm's batch statistics)."""
+    var, mean = torch.var_mean(e, dim=[d for d in range(e.dim()) if d != 1], unbiased=False)
+    return [var, mean]

@@ -53,3 +53,15 @@ def test_every_forward_op_of_the_library_has_a_decomposition():
     assert forward and set(forward) <= set(DECOMPOSITIONS), set(forward) - set(DECOMPOSITIONS)
     table = decomposition_table()
     assert torch.ops.quadranet_cpu.dwq_forward.default in table
+
+
+@needs_kernel
+def test_rbf_tail_and_channel_stats_decompositions_equal_the_kernel():
+    from quadranet.layers.decompositions import channel_stats, rbf_tail_forward
+
+    e = torch.rand(3, 6, 5, 4, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    p, a, b = torch.randn(6, dtype=torch.float64), -torch.rand(6, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
+    torch.testing.assert_close(rbf_tail_forward(e, p, a, b), fused.ops().rbf_tail_forward(e, p, a, b),
+                               rtol=1e-10, atol=1e-12)
+    for got, want in zip(channel_stats(e), fused.ops().channel_stats(e)):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
