@@ -263,7 +263,8 @@ def export(model: nn.Module, out: Union[str, Path], format: str = "onnx", *, inp
     out = Path(out)
     with atomic_path(out) as tmp:  # written completely or not at all
         if format == "torch-export":
-            torch.export.save(ep, str(tmp), extra_files={f"{METADATA_KEY}.json": json.dumps(meta)})
+            with open(tmp, "wb") as f:  # a buffer: torch.export.save warns about a path not ending in .pt2
+                torch.export.save(ep, f, extra_files={f"{METADATA_KEY}.json": json.dumps(meta)})
         else:
             program = torch.onnx.export(ep, (example,), dynamo=True, input_names=[INPUT], output_names=[OUTPUT],
                                         opset_version=opset, verbose=False)
