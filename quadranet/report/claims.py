@@ -131,10 +131,13 @@ def overall(verdicts) -> str:
     return HOLDS if not rest else rest.pop() if len(rest) == 1 else INCONCLUSIVE
 
 
-def _name(r, hardware: bool = True) -> str:
-    """'backbone setting [hardware]' of a group row (no setting where the group has none)."""
+def _name(r, hardware=True) -> str:
+    """'backbone setting [hardware]' of a group row (no setting where the group has none); `hardware`: whether to
+    name it, or the rows of the claim (named only where they span several)."""
     variant = r.get("variant")
     name = f"{r['backbone']}{'' if variant is None or pd.isna(variant) else f' {variant}'}"
+    if isinstance(hardware, pd.DataFrame):
+        hardware = hardware["hardware"].nunique() > 1
     return f"{name} [{r['hardware']}]" if hardware else name
 
 
@@ -191,8 +194,8 @@ def c1(runs, curves, bench, tolerance_pp=TOLERANCE_PP, **_) -> Finding:
         return Finding(UNTESTABLE, "no E1 adapt and scratch runs", "E1 not run", "E1 has no finished adapt and "
                        "scratch runs", rule)
     verdicts = [c1_row(r) for _, r in sv.iterrows()]
-    named = [(_name(r, False), v) for v, (_, r) in zip(verdicts, sv.iterrows())]
-    ours = "; ".join(f"{_name(r, False)}: {_savings_short(r)}" for v, (_, r) in zip(verdicts, sv.iterrows())
+    named = [(_name(r, sv), v) for v, (_, r) in zip(verdicts, sv.iterrows())]
+    ours = "; ".join(f"{_name(r, sv)}: {_savings_short(r)}" for v, (_, r) in zip(verdicts, sv.iterrows())
                      if v != START_MEETS) or "every row starts at the target"
     details = "; ".join(f"{_name(r)}: {v}: {describe(r)}" for v, (_, r) in zip(verdicts, sv.iterrows()))
     verdict = overall(verdicts)
@@ -229,10 +232,10 @@ def _paired_claim(r: pd.DataFrame, value: str, margin: float, what: str, unit: s
         else:
             v = interval_verdict(row, -margin)
         verdicts.append(v)
-        named.append((_name(row, False), v))
+        named.append((_name(row, p), v))
         diff = _short(row, unit=f" {unit}")
         if v != START_MEETS:
-            ours.append(f"{_name(row, False)}: {diff}")
+            ours.append(f"{_name(row, p)}: {diff}")
         details.append(f"{_name(row)}: adapt - scratch {what} {fmt_interval(row, unit=f' {unit}')}{kept}: {v}")
     return verdicts, named, "; ".join(ours), "; ".join(details)
 
@@ -505,8 +508,8 @@ def a1(runs, curves, bench, tolerance_pp=TOLERANCE_PP, **_) -> Finding:
         v = (FAILS if FAILS in each.values() else HOLDS if set(each.values()) == {HOLDS} and len(each) == len(CONTROLS)
              else FEW_SEEDS if FEW_SEEDS in each.values() else INCONCLUSIVE)
         verdicts.append(v)
-        named.append((_name(g, False), v))
-        heads.append(f"{_name(g, False)}: " + ", ".join(f"{SHORT.get(c, c)} {_short(x, unit='', digits=1)}"
+        named.append((_name(g, groups), v))
+        heads.append(f"{_name(g, groups)}: " + ", ".join(f"{SHORT.get(c, c)} {_short(x, unit='', digits=1)}"
                                                           .replace(", ", ",") for c, x in rows.items()))
         runs_g = r[(r["hardware"] == g["hardware"]) & (r["backbone"] == g["backbone"]) & (r["variant"] == g["variant"])]
         budget = budget_text(runs_g)
@@ -535,8 +538,9 @@ def a2(runs, curves, bench, **_) -> Finding:
     for _, row in p.iterrows():
         v = interval_verdict(row, 0.0, strict=True)
         verdicts.append(v)
-        named.append((row["backbone"], v))
-        heads.append(f"{row['backbone']}: {_short(row)}")
+        name = row["backbone"] + (f" [{row['hardware']}]" if p["hardware"].nunique() > 1 else "")
+        named.append((name, v))
+        heads.append(f"{name}: {_short(row)}")
         w = v1[(v1["hardware"] == row["hardware"]) & (v1["backbone"] == row["backbone"])] if len(v1) else v1
         details.append(f"{row['backbone']} [{row['hardware']}]: {v}: quadratic - first-order from scratch "
                        f"{fmt_interval(row, unit=' pp')}" + (f"; QuadraNet V1 - first-order "
