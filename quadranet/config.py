@@ -121,7 +121,7 @@ class TrainConfig:
     eval_steps: list = field(default_factory=list)
     eval_at_start: bool = True  # the starting accuracy (an adapt run starts at the pretrained model's)
     # run control: not part of what a run computes, left out of the config hash (RUN_CONTROL). The detection
-    # config's train section repeats these fields on purpose (`duplicates` pairs them): the defaults differ per
+    # config's train section repeats these fields on purpose (a copy on purpose): the defaults differ per
     # task, and a shared base dataclass would move them to the front of every config.yaml.
     log_every: int = 20  # steps
     checkpoint_every: int = 100  # steps; also at every epoch end

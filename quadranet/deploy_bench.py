@@ -142,5 +142,5 @@ def benchmark_runtimes(model: str = "convnext_atto", runtimes: Sequence[str] = (
 
 
 def target(flops_ratio: float) -> float:
-    """The inference target of issue 13 and 24: adapted / first-order at most max(1.20, 1.15 x the FLOP ratio)."""
+    """The inference target the eager bench and the runtimes share: adapted / first-order at most max(1.20, 1.15 x the FLOP ratio)."""
     return max(1.20, 1.15 * flops_ratio)

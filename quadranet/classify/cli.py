@@ -50,7 +50,7 @@ def add_parser(sub) -> None:
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="e.g. train.lr=3e-4 method=adapt")
     p.set_defaults(func=cmd_train)
 
-    # `quadranet detect eval` takes the same three arguments (`duplicates` pairs the two): each says which run
+    # `quadranet detect eval` takes the same three arguments (alike on purpose): each says which run
     # folder and which overrides it accepts, so they stay written out
     p = sub.add_parser("eval", help=cmd_eval.__doc__, description=cmd_eval.__doc__)
     p.add_argument("--run", required=True, help="folder of a finished `quadranet train` run")

@@ -34,7 +34,7 @@ class LowRankAdapter(AdapterLayer):
 
     term_name = "low-rank"
 
-    # the constructor's signature repeats QuadraticAdapter's first arguments (`duplicates` pairs them): the
+    # the constructor's signature repeats QuadraticAdapter's first arguments (alike on purpose): the
     # defaults differ (LoRA: the primary's kernel, no dilation); the work is AdapterLayer's
     def __init__(
         self,

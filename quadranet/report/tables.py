@@ -59,7 +59,7 @@ def _col(df: pd.DataFrame, name: str, default=math.nan) -> pd.Series:
 
 
 def energy_columns(r: pd.DataFrame) -> pd.DataFrame:
-    """energy_wh / co2e_g of each run (NaN where it was not measured or estimated, as in runs before issue 16) and
+    """energy_wh / co2e_g of each run (NaN where it was not measured or estimated, as in runs made before energy was tracked) and
     energy_how: 'measured' or 'estimated' (the first word of its source label)."""
     how = _col(r, "energy_source", None).map(lambda s: s.split(":")[0] if isinstance(s, str) and ":" in s else "")
     return r.assign(energy_wh=1000 * _col(r, "energy_kwh"), co2e_g=1000 * _col(r, "co2e_kg"),

@@ -98,7 +98,7 @@ class EnergyMeter:
       process mode reads RAPL where it can, else estimates from this process's CPU load and its CPU power table
       (the label gives the model and the wattages it used), RAM at its per-size power;
     - "unavailable: <why>" where neither works (energy is then None; the run goes on).
-    The field's libraries, not hand-written sysfs readers, as issue 16 asks."""
+    The field's libraries, not hand-written sysfs readers."""
 
     def __init__(self, device: torch.device, output_dir: Optional[Path] = None):
         self.carried = 0.0  # energy of earlier attempts of the run, up to the checkpoint it resumes from

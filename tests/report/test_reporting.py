@@ -455,5 +455,5 @@ def test_table1_shows_energy_with_its_label(collected):
     assert s["co2e_g_mean"].tolist() == pytest.approx([1.0] * len(s)) and any("CodeCarbon" in n for n in notes)
     adapt = s[(s["method"] == "adapt") & (s["variant"] == "transfer")].iloc[0]
     assert adapt["energy_savings_full_schedule"] == 0.0 and adapt["energy_savings_how"] == "estimated"
-    old, _, _ = table1_adaptation(*collected)  # runs without energy (before issue 16): empty cells, no error
+    old, _, _ = table1_adaptation(*collected)  # runs without energy (before energy was tracked): empty cells, no error
     assert old["energy_wh_mean"].isna().all() and set(old["energy_how"]) == {""}
