@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import fnmatch
+import math
 import statistics
 from dataclasses import asdict, dataclass
 from typing import Mapping, NamedTuple, Optional, Sequence, Union
@@ -195,13 +196,10 @@ def _term_and_primary(m: nn.Module, x: torch.Tensor, out: torch.Tensor):
 
 
 @torch.no_grad()
-def quadratic_share(model: nn.Module, batches) -> Optional[dict]:
-    """RMS(term) / RMS(first-order output) of every quadratic (or LoRA) layer over the inputs `batches`:
-    {"median", "max", "layers"} over layers, or None for a model without such layers.
-
-    Says whether the added term does anything: 0 at the init of an adapter, and still ~0 after training
-    if the term never grew.
-    """
+def layer_shares(model: nn.Module, batches, types=(AdapterLayer, QuadraticConv2d, QuadraticLinear),
+                 empty: float = math.nan) -> dict:
+    """{layer name: RMS(term) / RMS(first-order output)} of every layer of `types` over the inputs `batches`
+    (`empty` where the first-order output is zero throughout)."""
     sums, hooks = {}, []
 
     def hook(m, args, out, name):
@@ -210,20 +208,30 @@ def quadratic_share(model: nn.Module, batches) -> Optional[dict]:
         sums[name] += torch.stack([term.double().square().sum(), primary.double().square().sum()]).cpu()
 
     for name, m in model.named_modules():
-        if isinstance(m, (AdapterLayer, QuadraticConv2d, QuadraticLinear)):
+        if isinstance(m, types):
             hooks.append(m.register_forward_hook(lambda m, a, o, n=name: hook(m, a, o, n)))
-    if not hooks:
-        return None
     was = model.training
     model.eval()
     try:
-        for x in batches:
+        for x in batches if hooks else ():
             model(x)
     finally:
         for h in hooks:
             h.remove()
         model.train(was)
-    ratios = sorted(float((t / p).sqrt()) if p > 0 else float("nan") for t, p in sums.values())
+    return {n: float((t / p).sqrt()) if p > 0 else empty for n, (t, p) in sums.items()}
+
+
+def quadratic_share(model: nn.Module, batches) -> Optional[dict]:
+    """RMS(term) / RMS(first-order output) of every quadratic (or LoRA) layer over the inputs `batches`:
+    {"median", "max", "layers"} over layers, or None for a model without such layers.
+
+    Says whether the added term does anything: 0 at the init of an adapter, and still ~0 after training
+    if the term never grew.
+    """
+    ratios = sorted(layer_shares(model, batches).values())
+    if not ratios:
+        return None
     return {"median": statistics.median(ratios), "max": max(ratios), "layers": len(ratios)}
 
 

@@ -17,6 +17,7 @@ The quadratic adapter cannot be merged: its term P(A x * B x) is quadratic in x,
 from __future__ import annotations
 
 import copy
+import math
 import json
 import warnings
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import nn
 
+from .convert import layer_shares
 from .io import atomic_path
 from .layers import AdapterLayer, LowRankAdapter, QuadraticAdapter
 from .layers.decompositions import decomposition_table, is_custom
@@ -172,26 +174,7 @@ def prepare(model: nn.Module, example: torch.Tensor, fold_bn: bool = True) -> tu
 @torch.no_grad()
 def quadratic_shares(model: nn.Module, batches) -> dict:
     """{layer name: RMS(quadratic term) / RMS(primary output)} of every QuadraticAdapter over the inputs `batches`."""
-    sums, hooks = {}, []
-
-    def hook(m, args, out, name):
-        x = args[0]
-        sums.setdefault(name, torch.zeros(2, dtype=torch.float64))
-        sums[name] += torch.stack([m.term(x).double().square().sum(), m.primary(x).double().square().sum()]).cpu()
-
-    for name, m in model.named_modules():
-        if isinstance(m, QuadraticAdapter):
-            hooks.append(m.register_forward_hook(lambda m, a, o, n=name: hook(m, a, o, n)))
-    was = model.training
-    model.eval()
-    try:
-        for x in batches:
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was)
-    return {n: float((t / p).sqrt()) if p > 0 else float("inf") for n, (t, p) in sums.items()}
+    return layer_shares(model, batches, (QuadraticAdapter,), empty=math.inf)
 
 
 def prune_quadratic(model: nn.Module, batches, threshold: float) -> list[str]:
