@@ -5,8 +5,8 @@ The runs are the workflow's own registry (the Snakefile parsed with the config, 
 the data and weights checks off, so a paper-scale config can be planned before its data is on disk). Each run's
 work is images x epochs from its resolved config (`quadranet.config`): training images per epoch (the
 `train_per_class` subset, or the whole training set) times each stage's epochs, and the evaluation images of each
-evaluation (every `train.eval_every` epochs and at the end; the evaluation before training and start-up are not
-a run's cost, as in metrics.json). Its throughput is images/s of `quadranet bench` on one device for the run's
+evaluation (every `train.eval_every` epochs, at the chosen `train.eval_steps` and at the end; the evaluation before
+training and start-up are not a run's cost, as in metrics.json). Its throughput is images/s of `quadranet bench` on one device for the run's
 architecture, variant and mode:
 
     training stage            bench variant (train)     evaluation (infer)
@@ -17,6 +17,9 @@ architecture, variant and mode:
     adapt, all layers         adapted (adapted_memeff with adapter.memory_efficient)
     LoRA                      lora                      lora
     head only                 first_order, infer (a forward pass; the head's backward is negligible)
+
+An adapter with the rbf or rbf_in kernel costs its bilinear variant's time times the bench's adapted_<kernel> /
+adapted (the bench has the kernels as the all-trainable adapter only).
 
 Throughput comes from bench CSVs the user names (`--bench`, e.g. one measured on their GPU) or from a short probe
 on the present device (`--probe`), at the bench's batch and input size, scaled to the run's resolution by pixel
@@ -58,6 +61,7 @@ class Work:
     v1_arch: Optional[str]
     resolution: int
     parts: list  # [(variant, mode, images, kind)] with kind "train" or "eval"
+    kernel: str = "bilinear"  # the adapter's kernel: an rbf term costs what the bench's adapted_<kernel> costs
 
 
 def load_runs(configfile, snakefile=None, workdir=None):
@@ -130,6 +134,7 @@ def _variant(cfg, trainable) -> str:
     return "adapted_frozen"
 
 
+KERNEL_SCALED = ("adapted", "adapted_frozen", "adapted_memeff")
 EVAL_VARIANT = {"first_order": "first_order", "head": "first_order", "adapted": "adapted", "adapted_frozen": "adapted",
                 "adapted_memeff": "adapted", "v1": "v1", "lora": "lora"}
 DEFAULT_GROUPS = {"scratch": ["all"], "finetune": ["all"], "adapt": ["quadratic", "head"], "lora": ["lora", "head"]}
@@ -145,15 +150,19 @@ def run_work(run_cfg: dict, v1_arch: Optional[str] = None) -> Work:
     stages = [(s.epochs, s.trainable) for s in cfg.train.stages] or [(cfg.train.epochs, DEFAULT_GROUPS[cfg.method])]
     parts, epoch = [], 0
     total = sum(e for e, _ in stages)
+    at_steps = set(cfg.train.eval_steps)  # evaluations at chosen optimizer steps, as classify/train.py makes them
     for epochs, trainable in stages:
         variant = _variant(cfg, trainable)
         parts.append((variant if variant != "head" else "first_order", "infer" if variant == "head" else "train",
                       steps_per_epoch * cfg.data.batch_size * epochs, "train"))
-        evals = sum(1 for e in range(epoch + 1, epoch + epochs + 1) if e % cfg.train.eval_every == 0 or e == total)
+        ends = range(epoch + 1, epoch + epochs + 1)
+        evals = sum(1 for e in ends if e % cfg.train.eval_every == 0 or e == total or e * steps_per_epoch in at_steps)
+        evals += sum(1 for s in at_steps if epoch * steps_per_epoch < s < (epoch + epochs) * steps_per_epoch
+                     and s % steps_per_epoch)
         parts.append((EVAL_VARIANT[variant], "infer", evals * eval_images, "eval"))
         epoch += epochs
     arch = cfg.model.arch
-    return Work(arch=arch, v1_arch=v1_arch, resolution=cfg.data.resolution, parts=parts)
+    return Work(arch=arch, v1_arch=v1_arch, resolution=cfg.data.resolution, parts=parts, kernel=cfg.adapter.kernel)
 
 
 def read_bench(paths) -> "pd.DataFrame":
@@ -167,16 +176,18 @@ def read_bench(paths) -> "pd.DataFrame":
     return df
 
 
-def probe(models, device="auto", batch=32, steps=3, warmup=1) -> "pd.DataFrame":
+def probe(models, device="auto", batch=32, steps=3, warmup=1, kernels=()) -> "pd.DataFrame":
     """A short `quadranet bench` on the present device of each (model, input size, V1 size or None): every variant
-    (`v1` where a V1 size is given), train and infer, `steps` timed steps after `warmup`, AdamW as the runs use."""
+    (`v1` where a V1 size is given; `adapted_<kernel>` for each of `kernels` other than bilinear), train and infer,
+    `steps` timed steps after `warmup`, AdamW as the runs use."""
     import pandas as pd
 
     from .bench import VARIANTS, benchmark
 
     frames = []
+    extra = [f"adapted_{k}" for k in sorted(set(kernels) - {"bilinear"})]
     for model, size, v1_size in sorted(models, key=str):
-        variants = [v for v in VARIANTS if v != "v1" or v1_size]
+        variants = [v for v in VARIANTS if v != "v1" or v1_size] + extra
         print(f"plan: probing {model} at {size} px on {device}: {', '.join(variants)}, {steps} steps each",
               flush=True)
         frames.append(benchmark(model=model, variants=variants, modes=("train", "infer"), batch=batch,
@@ -248,6 +259,13 @@ def project(runs: dict, manifest: list, bench, sheet=None, power_w: Optional[flo
             if n == 0:
                 continue
             rate = throughput(bench, model, variant, mode, work.resolution)
+            if rate is not None and work.kernel != "bilinear" and variant in KERNEL_SCALED:
+                # the bench has the kernel only as the all-trainable adapter: scale by its cost against bilinear's
+                variant = f"adapted_{work.kernel}"
+                kernel = throughput(bench, model, variant, mode, work.resolution)
+                base = throughput(bench, model, "adapted", mode, work.resolution)
+                rate = None if kernel is None or base is None else (
+                    rate[0] * kernel[0] / base[0], rate[1] * kernel[1] / base[1])
             if rate is None:
                 missing.add((model, variant, mode))
                 seconds[kind] = math.nan
@@ -321,13 +339,14 @@ def cmd_plan(args) -> None:
         bench = read_bench(args.bench)
     else:
         _, backbone_of = roles(manifest)
-        models = {}  # (model, resolution) -> V1 size
+        models, kernels = {}, set()  # (model, resolution) -> V1 size; the adapters' kernels
         for rid, cfg in runs.items():
             work = run_work(cfg)
             model, v1_size = bench_model(rid, work, backbone_of, sheet)
             models[(model, work.resolution)] = models.get((model, work.resolution)) or v1_size
+            kernels.add(work.kernel)
         bench = probe({(m, r, v) for (m, r), v in models.items()}, device=args.device, batch=args.probe_batch,
-                      steps=args.probe_steps)
+                      steps=args.probe_steps, kernels=kernels)
         io.write_text(Path(args.out).with_name(Path(args.out).stem + "_bench.csv"), bench.to_csv(index=False))
     devices = ", ".join(sorted(set(bench["device"].astype(str)))) if "device" in bench else "?"
     print(f"plan: throughput measured on {devices}" + (f" ({', '.join(args.bench)})" if args.bench else

@@ -7,6 +7,7 @@ import pytest
 
 from quadranet import plan
 from quadranet.cli import main
+from quadranet.config import load_config
 
 REPO = Path(__file__).parents[1]
 REFERENCE = REPO / "results" / "reference" / "cpu-2core-amd-epyc-default"
@@ -28,7 +29,8 @@ def test_default_projection_is_within_25_percent_of_the_reference_runs():
 def fake_bench(models, size=224, rate=1000.0):
     return pd.DataFrame([dict(model=m, variant=v, mode=mode, input_size=size, images_per_s=rate, device="test")
                          for m in models for v in ("first_order", "adapted", "adapted_frozen", "adapted_memeff",
-                                                   "v1", "lora") for mode in ("train", "infer")])
+                                                   "v1", "lora", "adapted_rbf", "adapted_rbf_in")
+                         for mode in ("train", "infer")])
 
 
 def test_paper_config_is_planned_per_experiment_before_its_data_exists(tmp_path, capsys):
@@ -75,3 +77,24 @@ def test_a_missing_bench_row_names_the_models_to_measure(tmp_path):
     runs, _, manifest, _, sheet = plan.load_runs(REPO / "workflow" / "config" / "smoke.yaml")
     with pytest.raises(ValueError, match=r"models \['test_convnext'\]"):
         plan.project(runs, manifest, fake_bench(["convnext_atto"], size=32), sheet)
+
+
+def test_kernels_and_evaluations_at_chosen_steps_are_projected():
+    """An rbf adapter costs its bilinear variant's time x the bench's adapted_rbf / adapted; evaluations at
+    `train.eval_steps` are counted beside those every `eval_every` epochs."""
+    runs, _, manifest, _, sheet = plan.load_runs(REPO / "workflow" / "config" / "default.yaml")
+    bench = fake_bench(["test_convnext"], size=32)
+    bench.loc[bench["variant"] == "adapted_rbf", "images_per_s"] = 500.0  # half the bilinear adapter's rate
+    df = plan.project(runs, manifest, bench, sheet).set_index("run")
+    base, rbf = df.loc["e1/test_convnext/adapt/transfer/seed0"], df.loc["e4/test_convnext/adapt/rbf/seed0"]
+    assert rbf["train_images"] == base["train_images"]
+    assert rbf["train_s"] == pytest.approx(2 * base["train_s"])
+    cfg = runs["e1/test_convnext/adapt/transfer/seed0"]
+    per_eval = plan._images(load_config(base=cfg).data)[1]
+
+    def evaluated(eval_steps):
+        work = plan.run_work({**cfg, "train": {**cfg.get("train", {}), "eval_steps": eval_steps}})
+        return sum(n for _, _, n, kind in work.parts if kind == "eval")
+
+    # steps 1 and 2 fall inside the first epoch; step 10,000 after the run's last
+    assert evaluated([1, 2, 10_000]) - evaluated([]) == 2 * per_eval

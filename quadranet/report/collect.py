@@ -131,8 +131,13 @@ def reference_folders(reference: Optional[PathLike]) -> list[Path]:
     """<reference>/<hardware>/ folders that hold a manifest.tsv or bench CSVs, sorted by name."""
     if not reference or not Path(reference).is_dir():
         return []
-    return sorted(p for p in Path(reference).iterdir()
-                  if p.is_dir() and ((p / "manifest.tsv").is_file() or any((p / "bench").glob("*.csv"))))
+    return sorted(p for p in Path(reference).iterdir() if p.is_dir() and ((p / "manifest.tsv").is_file() or bench_files(p)))
+
+
+def bench_files(folder: Path) -> list[Path]:
+    """A reference folder's bench CSVs: `bench/` (eager PyTorch) and `runtime/` (exported models in deployment
+    runtimes, `quadranet bench --runtime`)."""
+    return sorted((folder / "bench").glob("*.csv")) + sorted((folder / "runtime").glob("*.csv"))
 
 
 def collect(manifest: PathLike, bench: Iterable[PathLike] = (), reference: Optional[PathLike] = None):
@@ -145,7 +150,7 @@ def collect(manifest: PathLike, bench: Iterable[PathLike] = (), reference: Optio
         if (folder / "manifest.tsv").is_file():
             r, c = collect_results(folder, hardware=folder.name)
             runs, curves = pd.concat([runs, r], ignore_index=True), pd.concat([curves, c], ignore_index=True)
-        benches.append(read_bench(sorted((folder / "bench").glob("*.csv")), folder.name))
+        benches.append(read_bench(bench_files(folder), folder.name))
     return runs, curves, pd.concat(benches, ignore_index=True)
 
 

@@ -22,6 +22,7 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import Optional
 
 import matplotlib
 
@@ -57,9 +58,12 @@ SHORT = {"adapt": "V2 adapt", "finetune": "finetune", "lora": "LoRA", "head": "h
          "fo_scratch": "1st-order scratch", "v1_scratch": "V1 scratch"}
 # E5 bench variants in the colour of the method they stand for (the adapter's implementations in shades of it)
 VARIANT_HATCH = {"adapted_autograd": "////"}
+RUNTIMES = ("eager", "onnxruntime", "openvino")
 VARIANT_COLORS = {"first_order": METHOD_COLORS["fo_scratch"], "adapted": METHOD_COLORS["adapt"],
                   "adapted_frozen": "#fb6a4a", "adapted_memeff": "#67000d", "adapted_autograd": "#fcbba1",
-                  "lora": METHOD_COLORS["lora"], "v1": METHOD_COLORS["v1_scratch"]}
+                  "lora": METHOD_COLORS["lora"], "lora_frozen": "#98df8a", "lora_merged": "#006d2c",
+                  "adapted_rbf": "#fdae6b", "adapted_rbf_in": "#e6550d",
+                  "v1": METHOD_COLORS["v1_scratch"]}
 
 
 def _color(method: str) -> str:
@@ -713,59 +717,89 @@ def fig4_architecture(runs, curves, bench, arch: str = "convnext_atto", **_):
 
 
 # ---------------------------------------------------------------- E5
-def _bench_rows(bench: pd.DataFrame) -> pd.DataFrame:
-    """Training-mode bench rows with a `key`: model (a single layer marked), the settings that differ between rows
-    of the same model (channels-last, runtime: eager where missing) and the short hardware name."""
-    b = bench[bench["mode"] == "train"] if "mode" in bench else bench
+def _bench_rows(bench: pd.DataFrame, mode: str = "train") -> pd.DataFrame:
+    """Bench rows of one mode with a `key`: model (a single layer marked), the settings that differ between rows
+    of the same model (channels-last, runtime: eager where missing, and the CSV where one model and runtime were
+    measured in several) and the short hardware name."""
+    b = bench[bench["mode"] == mode] if "mode" in bench else bench
     if b.empty or "model" not in b:
         return b
     short = _short_hw(b["hardware"].astype(str))
     layer = b["source"] == "layer" if "source" in b else pd.Series(False, index=b.index)
     b = b.assign(runtime=b["runtime"].fillna("eager") if "runtime" in b else "eager",
                  cl=b["channels_last"].map({True: "channels-last", False: "no channels-last"}).fillna("")
-                 if "channels_last" in b else "")
+                 if "channels_last" in b else "",
+                 src=b["source"].astype(str).str.replace(r"^[^-]*-?", "", regex=True) if "source" in b else "")
     parts = [b["model"].astype(str) + np.where(layer, " (one layer)", "")]
-    for col in ("cl", "runtime"):
-        varies = b.groupby("model")[col].transform("nunique") > 1
+    for col, within in (("cl", ["model"]), ("runtime", ["model"]), ("src", ["hardware", "model", "runtime", "cl"])):
+        varies = b.groupby(within)[col].transform("nunique") > 1
         parts.append(np.where(varies, ", " + b[col].astype(str), ""))
     hw = b["hardware"].astype(str).map(short)
-    return b.assign(key=parts[0] + parts[1] + parts[2] + "\n[" + hw + "]")
+    return b.assign(key=parts[0] + parts[1] + parts[2] + parts[3] + "\n[" + hw + "]")
+
+
+def _bars(ax, b: pd.DataFrame, col: str, variants: list, label: str, keys: Optional[list] = None) -> None:
+    """Horizontal bars of `col` per key (one row per key, one bar per variant), keys top to bottom."""
+    keys = keys or list(dict.fromkeys(b["key"]))
+    if col not in b or b[col].isna().all():
+        _empty(ax, f"no {col} in the bench rows")
+        return
+    piv = b.pivot_table(index="key", columns="variant", values=col, aggfunc="mean").reindex(keys)
+    shown = [v for v in variants if v in piv]
+    width, y0 = 0.84 / max(len(shown), 1), np.arange(len(keys))
+    for j, v in enumerate(shown):
+        ax.barh(y0 + (j - (len(shown) - 1) / 2) * width, piv[v], width, color=VARIANT_COLORS.get(v, "grey"),
+                label=v, edgecolor="#d62728" if v in VARIANT_HATCH else "white", lw=0.3, hatch=VARIANT_HATCH.get(v))
+    if col == "ratio_vs_first_order":
+        ax.axvline(1.0, color="black", lw=0.8)
+    ax.set_yticks(y0, keys, fontsize=8)
+    ax.set_ylim(len(keys) - 0.5, -0.5)
+    ax.set_xlabel(label)
+    ax.grid(axis="x", alpha=0.3)
 
 
 def fig7_efficiency(runs, curves, bench, **_):
-    b = _bench_rows(bench)
-    keys = list(dict.fromkeys(b["key"])) if len(b) and "key" in b else []
-    height = max(3.8, 0.55 * len(keys) + 1.8)
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, height), sharey=True, layout="constrained")
-    if not keys:
-        _empty(a1, "E5 not run at this scale")
-        _empty(a2, "")
+    """Top: training step time and memory of each variant (eager PyTorch). Bottom, where the bench measured
+    exported models (`quadranet bench --runtime`): inference time per runtime, one panel each."""
+    train = _bench_rows(bench, "train")
+    infer = _bench_rows(bench, "infer")
+    if "runtime" in bench and len(infer):  # the deployment bench's rows, keyed by model (and CSV where several)
+        infer = infer[infer["source"].isin(bench.loc[bench["runtime"].notna(), "source"])]
+        several = infer.groupby(["hardware", "model"])["src"].transform("nunique") > 1
+        hw = infer["hardware"].astype(str).map(_short_hw(bench["hardware"].astype(str)))
+        infer = infer.assign(key=infer["model"].astype(str) + np.where(several, ", " + infer["src"], "")
+                             + "\n[" + hw + "]")
+    n_train = train["key"].nunique() if "key" in train else 0
+    runtimes = [r for r in RUNTIMES if "runtime" in infer and r in set(infer["runtime"])] if len(infer) else []
+    n_infer = infer["key"].nunique() if runtimes else 0
+    if not n_train and not n_infer:
+        fig, ax = plt.subplots(figsize=(12, 3.8), layout="constrained")
+        _empty(ax, "E5 not run at this scale")
         return fig
-    variants = [v for v in VARIANT_COLORS if v in set(b["variant"])] + sorted(set(b["variant"]) - set(VARIANT_COLORS))
-    width = 0.84 / len(variants)
-    y0 = np.arange(len(keys))
-    for ax, col, label in ((a1, "ratio_vs_first_order", "training step time / first-order's (x)"),
-                           (a2, "saved_for_backward_mb", "memory kept for backward (MB)")):
-        if col not in b:
-            _empty(ax, f"no {col} in the bench rows")
-            continue
-        piv = b.pivot_table(index="key", columns="variant", values=col, aggfunc="mean").reindex(keys)
-        for j, v in enumerate(variants):
-            if v in piv:
-                ax.barh(y0 + (j - (len(variants) - 1) / 2) * width, piv[v], width, color=VARIANT_COLORS.get(v, "grey"),
-                        label=v, edgecolor="#d62728" if v in VARIANT_HATCH else "white", lw=0.3,
-                        hatch=VARIANT_HATCH.get(v))
-        if col == "ratio_vs_first_order":
-            ax.axvline(1.0, color="black", lw=0.8)
-        ax.set_xlabel(label)
-        ax.grid(axis="x", alpha=0.3)
-    a1.set_yticks(y0, keys, fontsize=8)
-    a1.invert_yaxis()
-    hws = sorted(b["hardware"].astype(str).unique())
-    fig.suptitle(f"E5: training step cost of each variant (median step time; batch {_uniq(b, 'batch')}) "
-                 f"{_hw_title(hws)}", fontsize=10)
+    heights = [0.5 * n + 1.6 for n in (n_train, n_infer) if n]
+    fig = plt.figure(figsize=(12, sum(heights) + 0.8), layout="constrained")
+    parts = fig.subfigures(len(heights), 1, height_ratios=heights) if len(heights) > 1 else [fig]
+    both = pd.concat([train, infer])
+    variants = [v for v in VARIANT_COLORS if v in set(both["variant"])] + sorted(set(both["variant"]) - set(VARIANT_COLORS))
+    ratios = [v for v in variants if v != "first_order"]  # first-order is the line at 1
+    if n_train:
+        a1, a2 = parts[0].subplots(1, 2, sharey=True)
+        _bars(a1, train, "ratio_vs_first_order", ratios, "training step time / first-order's (x)")
+        _bars(a2, train, "saved_for_backward_mb", variants, "memory kept for backward (MB)")
+        parts[0].suptitle("training step, eager PyTorch (the workflow's E5 bench and the adapters' bench)", fontsize=9)
+    if n_infer:
+        axes = np.atleast_1d(parts[-1].subplots(1, len(runtimes), sharey=True, sharex=True))
+        keys = list(dict.fromkeys(infer["key"]))
+        for ax, rt in zip(axes, runtimes):
+            _bars(ax, infer[infer["runtime"] == rt], "ratio_vs_first_order", ratios, "time / first-order's (x)", keys)
+            ax.set_title(rt, fontsize=9)
+        parts[-1].suptitle("inference of the exported models (quadranet bench --runtime): each runtime against its "
+                           "own first-order model", fontsize=9)
+    hws = sorted(both["hardware"].astype(str).unique())
+    fig.suptitle(f"E5: cost of each variant against the first-order model (median step time; batch "
+                 f"{_uniq(both, 'batch')}) {_hw_title(hws)}", fontsize=10)
     _legend(fig, [matplotlib.patches.Patch(fc=VARIANT_COLORS.get(v, "grey"), hatch=VARIANT_HATCH.get(v), label=v,
-                                           ec="#d62728" if v in VARIANT_HATCH else "none") for v in variants], ncol=7)
+                                           ec="#d62728" if v in VARIANT_HATCH else "none") for v in variants], ncol=6)
     return fig
 
 
