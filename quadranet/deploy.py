@@ -364,10 +364,25 @@ def run_model(run: Union[str, Path]) -> tuple[nn.Module, object, dict]:
 
 
 def export_run(run: Union[str, Path], out: Union[str, Path, None] = None, format: str = "onnx", batch: int = 1,
-               dynamic_batch: bool = False, opset: Optional[int] = None) -> Path:
-    """Export the model of finished run folder `run` (default `out`: <run>/model.onnx or model.pt2)."""
+               dynamic_batch: bool = False, opset: Optional[int] = None, prune: Optional[float] = None,
+               prune_images: int = 256) -> Path:
+    """Export the model of finished run folder `run` (default `out`: <run>/model.onnx or model.pt2). With `prune`,
+    first drop the quadratic term of every layer whose share (`quadratic_shares`, on the run's first
+    `prune_images` training images) is below `prune` (`prune_quadratic`); the metadata names the layers."""
     check_format(format)
-    model, _, meta = run_model(run)
+    model, cfg, meta = run_model(run)
+    if prune is not None:
+        from .classify.build import build_data
+
+        if isinstance(prune_images, bool) or not isinstance(prune_images, int) or prune_images < 1:
+            raise ExportError(f"prune_images={prune_images!r} must be a positive integer")
+        train_set, _ = build_data(cfg, model)
+        n = min(prune_images, len(train_set))
+        batches = [train_set.batch(range(i, min(i + 64, n)))[0] for i in range(0, n, 64)]
+        layers = len(quadratic_shares(model, batches[:1]))
+        pruned = prune_quadratic(model, batches, prune)
+        meta = {**meta, "prune": {"threshold": prune, "measured_on_train_images": n, "quadratic_layers_before":
+                                  layers, "pruned": pruned}}
     out = Path(out) if out is not None else Path(run) / f"model{SUFFIX[format]}"
     return export(model, out, format, input_size=meta["input_size"], batch=batch, dynamic_batch=dynamic_batch,
                   metadata=meta, opset=opset)

@@ -215,6 +215,15 @@ def test_cli_exports_a_trained_run_and_checks_it(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert meta["git_commit"] == metrics["provenance"]["git_commit"] and meta["input_shape"][0] is None
     assert meta["acc1"] == metrics["acc1"]
+    # pruning every quadratic term (a share threshold no layer reaches): the file says which, --check what it costs
+    pruned = subprocess.run([sys.executable, "-m", "quadranet", "export", "--run", str(run), "--out",
+                             str(tmp_path / "pruned.onnx"), "--prune", "1e9", "--prune-images", "16", "--check", "64"],
+                            capture_output=True, text=True)
+    assert pruned.returncode == 0, pruned.stderr[-2000:]
+    info = deploy.read_metadata(tmp_path / "pruned.onnx")["prune"]
+    assert info["measured_on_train_images"] == 16 and len(info["pruned"]) == info["quadratic_layers_before"] > 0
+    assert f"pruned {len(info['pruned'])} of {len(info['pruned'])} quadratic layers" in pruned.stdout
+    assert "top-1 on 64 evaluation images: eager" in pruned.stdout
 
 
 def test_prune_quadratic_drops_the_layers_whose_term_is_negligible():

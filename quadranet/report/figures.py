@@ -729,11 +729,13 @@ def _bench_rows(bench: pd.DataFrame, mode: str = "train") -> pd.DataFrame:
     b = b.assign(runtime=b["runtime"].fillna("eager") if "runtime" in b else "eager",
                  cl=b["channels_last"].map({True: "channels-last", False: "no channels-last"}).fillna("")
                  if "channels_last" in b else "",
-                 src=b["source"].astype(str).str.replace(r"^[^-]*-?", "", regex=True) if "source" in b else "")
+                 src=b["source"].astype(str).str.replace(r"^[^-]*-?", "", regex=True)  # the CSV's name less the
+                 .str.replace(r"-?(no-)?channels-last", "", regex=True)  # model's (and the layout, shown apart)
+                 if "source" in b else "")
     parts = [b["model"].astype(str) + np.where(layer, " (one layer)", "")]
     for col, within in (("cl", ["model"]), ("runtime", ["model"]), ("src", ["hardware", "model", "runtime", "cl"])):
         varies = b.groupby(within)[col].transform("nunique") > 1
-        parts.append(np.where(varies, ", " + b[col].astype(str), ""))
+        parts.append(np.where(varies & (b[col].astype(str) != ""), ", " + b[col].astype(str), ""))
     hw = b["hardware"].astype(str).map(short)
     return b.assign(key=parts[0] + parts[1] + parts[2] + parts[3] + "\n[" + hw + "]")
 

@@ -91,6 +91,27 @@ def test_fig7_one_row_per_model_and_setting(collected):
     assert any("compile" in t and "[nvidia-h100]" in t for t in labels) and any("eager" in t for t in labels)
 
 
+def test_fig7_reads_the_deployment_bench_of_a_reference_folder(results, tmp_path):
+    """A reference folder's runtime/ CSVs (`quadranet bench --runtime`) are collected beside its bench/ and
+    drawn as one inference panel per runtime, each model once."""
+    bench = pd.concat([pd.read_csv(f) for f in sorted((results / "bench").glob("*.csv"))], ignore_index=True)
+    rows = bench[bench["variant"].isin(["first_order", "adapted"])].assign(mode="infer")
+    folder = tmp_path / "reference" / "cpu-bench"
+    (folder / "runtime").mkdir(parents=True)
+    (folder / "bench").mkdir()
+    rows.to_csv(folder / "bench" / "m-channels-last.csv", index=False)
+    pd.concat([rows.assign(runtime=r) for r in ("eager", "onnxruntime")]).to_csv(folder / "runtime" / "m.csv",
+                                                                                  index=False)
+    runs, curves, collected = collect(results / "manifest.tsv", reference=tmp_path / "reference")
+    assert set(collected["runtime"].dropna()) == {"eager", "onnxruntime"}
+    fig = F.fig7_efficiency(runs, curves, collected)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert "eager" in titles and "onnxruntime" in titles
+    infer = next(ax for ax in fig.axes if ax.get_title() == "eager")  # the shared y labels: on the first panel
+    labels = [t.get_text() for t in infer.get_yticklabels()]
+    assert len(labels) == len(set(labels)) == rows["model"].nunique()
+
+
 def test_write_figures_draws_each_run_once(tmp_path, results, monkeypatch):
     ref = tmp_path / "reference"
     shutil.copytree(results, ref / "copy")

@@ -1,0 +1,42 @@
+"""Evaluation cost in the workflow's runs against the bench's inference time, per image, same threads, batch and
+resolution: for each run, device-seconds of its evaluations after training began (metrics `device_seconds.eval`)
+over the images they evaluated (the `eval` lines of log.jsonl, the evaluation before training left out), divided
+by the bench's median inference step time per image of the variant that stands for the run's model.
+
+    python measure.py RUNS_GLOB BENCH_CSV OUT_CSV
+"""
+import glob
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+VARIANT = {"adapt": "adapted", "scratch": "adapted", "lora": "lora", "finetune": "first_order", "head": "first_order"}
+
+
+def main(pattern: str, bench_csv: str, out: str) -> None:
+    bench = pd.read_csv(bench_csv)
+    infer = bench[bench["mode"] == "infer"].set_index("variant")
+    per_image = infer["step_ms"] / infer["batch"]  # ms per image
+    rows = []
+    for f in sorted(glob.glob(pattern)):
+        run = Path(f).parent
+        metrics = json.loads((run / "metrics.json").read_text())
+        evals = [e for e in map(json.loads, (run / "log.jsonl").read_text().splitlines())
+                 if e["event"] == "eval" and e.get("tag") != "initial"]
+        images = sum(e["eval_images"] for e in evals)
+        method = metrics["method"]
+        ms = 1000 * metrics["device_seconds"]["eval"] / images
+        bench_ms = per_image[VARIANT[method]]
+        rows.append(dict(run=str(run), method=method, seed=metrics["seed"], evaluations=len(evals),
+                         eval_images=images, eval_ms_per_image=round(ms, 3), bench_variant=VARIANT[method],
+                         bench_ms_per_image=round(bench_ms, 3), ratio=round(ms / bench_ms, 3)))
+    df = pd.DataFrame(rows)
+    Path(out).write_text(df.to_csv(index=False))
+    print(df.drop(columns="run").to_string(index=False))
+    print(f"ratio: median {df['ratio'].median():.2f}, max {df['ratio'].max():.2f} over {len(df)} runs")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
