@@ -26,7 +26,7 @@ def main(pattern: str, bench_csv: str, out: str) -> None:
         evals = [e for e in map(json.loads, (run / "log.jsonl").read_text().splitlines())
                  if e["event"] == "eval" and e.get("tag") != "initial"]
         images = sum(e["eval_images"] for e in evals)
-        method = metrics["method"]
+        method = run.parts[-3]  # the workflow's method (a head-only run's config says finetune)
         ms = 1000 * metrics["device_seconds"]["eval"] / images
         bench_ms = per_image[VARIANT[method]]
         rows.append(dict(run=str(run), method=method, seed=metrics["seed"], evaluations=len(evals),
