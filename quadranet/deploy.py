@@ -379,7 +379,7 @@ def export_run(run: Union[str, Path], out: Union[str, Path, None] = None, format
         train_set, _ = build_data(cfg, model)
         n = min(prune_images, len(train_set))
         batches = [train_set.batch(range(i, min(i + 64, n)))[0] for i in range(0, n, 64)]
-        layers = len(quadratic_shares(model, batches[:1]))
+        layers = sum(isinstance(m, QuadraticAdapter) for m in model.modules())
         pruned = prune_quadratic(model, batches, prune)
         meta = {**meta, "prune": {"threshold": prune, "measured_on_train_images": n, "quadratic_layers_before":
                                   layers, "pruned": pruned}}

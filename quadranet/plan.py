@@ -6,8 +6,8 @@ the data and weights checks off, so a paper-scale config can be planned before i
 work is images x epochs from its resolved config (`quadranet.config`): training images per epoch (the
 `train_per_class` subset, or the whole training set) times each stage's epochs, and the evaluation images of each
 evaluation (every `train.eval_every` epochs, at the chosen `train.eval_steps` and at the end; the evaluation before
-training and start-up are not a run's cost, as in metrics.json). Its throughput is images/s of `quadranet bench` on one device for the run's
-architecture, variant and mode:
+training and start-up are not a run's cost, as in metrics.json). Its throughput is images/s of `quadranet bench`
+on one device for the run's architecture, variant and mode:
 
     training stage            bench variant (train)     evaluation (infer)
     first-order, all layers   first_order               first_order

@@ -131,7 +131,8 @@ def reference_folders(reference: Optional[PathLike]) -> list[Path]:
     """<reference>/<hardware>/ folders that hold a manifest.tsv or bench CSVs, sorted by name."""
     if not reference or not Path(reference).is_dir():
         return []
-    return sorted(p for p in Path(reference).iterdir() if p.is_dir() and ((p / "manifest.tsv").is_file() or bench_files(p)))
+    return sorted(p for p in Path(reference).iterdir()
+                  if p.is_dir() and ((p / "manifest.tsv").is_file() or bench_files(p)))
 
 
 def bench_files(folder: Path) -> list[Path]:

@@ -782,7 +782,8 @@ def fig7_efficiency(runs, curves, bench, **_):
     fig = plt.figure(figsize=(12, sum(heights) + 0.8), layout="constrained")
     parts = fig.subfigures(len(heights), 1, height_ratios=heights) if len(heights) > 1 else [fig]
     both = pd.concat([train, infer])
-    variants = [v for v in VARIANT_COLORS if v in set(both["variant"])] + sorted(set(both["variant"]) - set(VARIANT_COLORS))
+    present = set(both["variant"])
+    variants = [v for v in VARIANT_COLORS if v in present] + sorted(present - set(VARIANT_COLORS))
     ratios = [v for v in variants if v != "first_order"]  # first-order is the line at 1
     if n_train:
         a1, a2 = parts[0].subplots(1, 2, sharey=True)
