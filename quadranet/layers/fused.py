@@ -18,7 +18,6 @@ import hashlib
 import logging
 import os
 import platform
-import shutil
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -72,10 +71,7 @@ def _build():
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "no CUDA runtime" on CPU hosts
         from torch.utils import cpp_extension
 
-        if shutil.which("ninja") is None:  # the pip package's binary, where the venv's bin is not on PATH
-            import ninja
-
-            os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+        _environment_ninja_first()
         isa = _isa_flags()
         # no-trapping-math lets the compiler if-convert and vectorise the rbf kernel's GELU (values unchanged)
         cflags = ["-O3", "-fno-trapping-math", "-fopenmp", *isa]
@@ -96,6 +92,19 @@ def _build():
                       f"{str(err).strip().splitlines()[-1] if str(err).strip() else ''}); using the grouped-conv "
                       f"formulation, which is slower on the CPU", RuntimeWarning, stacklevel=2)
         return None
+
+
+def _environment_ninja_first() -> None:
+    """Put the environment's ninja (the pip package, a dependency) before any other on PATH. Ninja versions keep
+    incompatible build logs, so a build run alternately by /usr/bin/ninja and the package's rebuilt the kernel
+    (about 24 s here) at every switch, e.g. between a shell with the venv activated and one without."""
+    try:
+        import ninja
+    except ImportError:
+        return
+    path = os.environ.get("PATH", "")
+    if not path.startswith(ninja.BIN_DIR + os.pathsep):
+        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + path
 
 
 def _register_fakes() -> None:
