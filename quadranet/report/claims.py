@@ -354,13 +354,16 @@ def _c5_hardware(g: pd.DataFrame, band) -> tuple[str, str, str]:
     head = _advantage(acc, kept.index, "head")
     if len(head):
         text += f"; head-only control: adapt - head over kept shifts {fmt_interval(t_interval(head.mean(axis=1)), unit=' pp')}"
-    rbf = _advantage(acc, [s for s in kept.index if s not in LINEAR], "adapt_rbf")  # bilinear - rbf
+    nonlinear = [s for s in kept.index if s not in LINEAR]
+    rbf = _advantage(acc, nonlinear, "adapt_rbf")  # bilinear - rbf
     if len(rbf):
+        rbf_lora = rbf.rsub(_advantage(acc, nonlinear, "lora")).dropna()  # (adapt - lora) - (adapt - rbf)
         added = g.groupby("method")["params_added"].mean() if "params_added" in g else pd.Series(dtype=float)
         params = (f" ({added['adapt_rbf']:,.0f} added parameters, bilinear {added['adapt']:,.0f})"
                   if {"adapt", "adapt_rbf"} <= set(added.index) else "")
         text += (f"; the adapter with the rbf kernel (adapt_rbf) over the kept nonlinear shifts, minus bilinear's: "
-                 f"{fmt_interval(t_interval(-rbf.mean(axis=1)), unit=' pp')}{params}")
+                 f"{fmt_interval(t_interval(-rbf.mean(axis=1)), unit=' pp')}{params}, minus LoRA's: "
+                 f"{fmt_interval(t_interval(rbf_lora.mean(axis=1)), unit=' pp')}")
     budget = budget_text(g)
     text += f"; {budget}" if budget else ""
     return f"adapt - LoRA on nonlinear shifts {_short(iv)}", text, interval_verdict(iv, 0.0, strict=True)

@@ -476,3 +476,4 @@ def test_claim_c5_prints_the_rbf_adapter_against_bilinear_on_nonlinear_shifts_wi
     assert f.verdict == HOLDS and "adapt - lora: +1.10 [" in f.details  # adapt - LoRA: +1.0, +1.1, +1.2
     # rbf - bilinear on gamma and solarize only (brightness is linear): +2.00 in every seed
     assert "minus bilinear's: +2.00 [+2.00, +2.00] pp" in f.details and "410 added parameters, bilinear 480" in f.details
+    assert "minus LoRA's: +3.10 [" in f.details  # rbf - LoRA on gamma and solarize: +3.0, +3.1, +3.2
