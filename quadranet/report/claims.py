@@ -60,8 +60,9 @@ RULES = {
            "dropped; each kept shift is taken at its strongest kept strength; per seed A = mean over the kept "
            "nonlinear shifts of (adapt - lora) top-1; holds when the lower bound of the {interval} of A is > 0, "
            "does not hold when its upper bound is < 0, else inconclusive; untestable without a kept nonlinear "
-           "shift. Printed beside, not used: D = A minus the same mean over the linear shifts ({linear}), and the "
-           "head-only control. " + OVERALL_RULE),
+           "shift. Printed beside, not used: D = A minus the same mean over the linear shifts ({linear}), the "
+           "head-only control and, where E3 ran it (adapt_rbf), the adapter with the rbf kernel minus bilinear's "
+           "and minus LoRA's over the kept nonlinear shifts. " + OVERALL_RULE),
     "C9": ("per hardware and kernel (E4 variants whose adapter.kernel is not bilinear): paired difference by seed "
            "of final top-1, kernel minus the base variant (bilinear, otherwise the same adaptation); holds when the "
            "lower bound of its {interval} is > 0, does not hold when the upper bound is < 0, else inconclusive. "
