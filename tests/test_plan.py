@@ -34,8 +34,8 @@ def fake_bench(models, size=224, rate=1000.0):
 
 
 def test_paper_config_is_planned_per_experiment_before_its_data_exists(tmp_path, capsys):
-    models = ["convnext_tiny", "convnext_small", "convnext_base", "tf_efficientnet_lite0", "efficientnet_lite0",
-              "efficientnet_lite1", "efficientnet_lite2"]
+    models = ["convnext_tiny", "convnext_small", "convnext_base", "efficientnet_lite0", "efficientnet_lite1",
+              "efficientnet_lite2", "tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"]
     bench = tmp_path / "gpu.csv"
     fake_bench(models).to_csv(bench, index=False)
     out = tmp_path / "plan.csv"
@@ -98,3 +98,16 @@ def test_kernels_and_evaluations_at_chosen_steps_are_projected():
 
     # steps 1 and 2 fall inside the first epoch; step 10,000 after the run's last
     assert evaluated([1, 2, 10_000]) - evaluated([]) == 2 * per_eval
+
+
+def test_runs_from_the_packaged_imagenet_weights_are_projected_on_the_network_those_weights_need():
+    """cpu_long's EfficientNet-Lite0 runs from ImageNet weights train tf_efficientnet_lite0 (TF "same" padding), its
+    quadratic network from scratch timm's efficientnet_lite0: each is projected on its own bench rows."""
+    runs, _, manifest, _, sheet = plan.load_runs(REPO / "workflow" / "config" / "cpu_long.yaml")
+    lite0 = {rid: cfg for rid, cfg in runs.items() if rid.startswith("e1/efficientnet_lite0/")}
+    archs = {rid.split("/")[2]: plan.run_work(cfg).arch for rid, cfg in lite0.items()}
+    assert archs == {"scratch": "efficientnet_lite0", "adapt": "tf_efficientnet_lite0",
+                     "finetune": "tf_efficientnet_lite0", "lora": "tf_efficientnet_lite0",
+                     "head": "tf_efficientnet_lite0"}
+    with pytest.raises(ValueError, match=r"models \['tf_efficientnet_lite0'\]"):
+        plan.project(lite0, manifest, fake_bench(["efficientnet_lite0"], size=64), sheet)
