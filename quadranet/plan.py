@@ -161,7 +161,8 @@ def run_work(run_cfg: dict, v1_arch: Optional[str] = None) -> Work:
                      and s % steps_per_epoch)
         parts.append((EVAL_VARIANT[variant], "infer", evals * eval_images, "eval"))
         epoch += epochs
-    return Work(arch=trained_arch(cfg), v1_arch=v1_arch, resolution=cfg.data.resolution, parts=parts, kernel=cfg.adapter.kernel)
+    return Work(arch=trained_arch(cfg), v1_arch=v1_arch, resolution=cfg.data.resolution, parts=parts,
+                kernel=cfg.adapter.kernel)
 
 
 def trained_arch(cfg) -> str:

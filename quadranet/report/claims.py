@@ -354,7 +354,8 @@ def _c5_hardware(g: pd.DataFrame, band) -> tuple[str, str, str]:
         text += f"; secondary D = A minus the linear shifts' mean: {fmt_interval(t_interval(d), unit=' pp')}"
     head = _advantage(acc, kept.index, "head")
     if len(head):
-        text += f"; head-only control: adapt - head over kept shifts {fmt_interval(t_interval(head.mean(axis=1)), unit=' pp')}"
+        text += ("; head-only control: adapt - head over kept shifts "
+                 f"{fmt_interval(t_interval(head.mean(axis=1)), unit=' pp')}")
     nonlinear = [s for s in kept.index if s not in LINEAR]
     rbf = _advantage(acc, nonlinear, "adapt_rbf")  # bilinear - rbf
     if len(rbf):

@@ -45,17 +45,18 @@ STYLES = ("-", "--", ":", "-.")
 LINEAR = LINEAR_SHIFTS
 ERRORS = "error bars: ± 1 s.d. over seeds"
 METHOD_ORDER = ("adapt", "adapt_rbf", "finetune", "lora", "head", "scratch", "fo_scratch", "v1_scratch")
-METHOD_COLORS = {"adapt": "#d62728", "adapt_rbf": "#fdae6b", "finetune": "#1f77b4", "lora": "#2ca02c", "head": "#9467bd",
-                 "scratch": "#ff7f0e", "fo_scratch": "#8c564b", "v1_scratch": "#e377c2", "first_order": "#17becf",
-                 "before": "#7f7f7f"}
-METHOD_MARKERS = {"adapt": "o", "adapt_rbf": "d", "finetune": "s", "lora": "^", "head": "v", "scratch": "D", "fo_scratch": "X",
-                  "v1_scratch": "P", "first_order": "h", "before": "o"}
-METHOD_LABELS = {"adapt": "V2 adaptation (quadratic)", "adapt_rbf": "V2 adaptation, rbf kernel", "finetune": "first-order finetune", "lora": "LoRA adapter",
+METHOD_COLORS = {"adapt": "#d62728", "adapt_rbf": "#fdae6b", "finetune": "#1f77b4", "lora": "#2ca02c",
+                 "head": "#9467bd", "scratch": "#ff7f0e", "fo_scratch": "#8c564b", "v1_scratch": "#e377c2",
+                 "first_order": "#17becf", "before": "#7f7f7f"}
+METHOD_MARKERS = {"adapt": "o", "adapt_rbf": "d", "finetune": "s", "lora": "^", "head": "v", "scratch": "D",
+                  "fo_scratch": "X", "v1_scratch": "P", "first_order": "h", "before": "o"}
+METHOD_LABELS = {"adapt": "V2 adaptation (quadratic)", "adapt_rbf": "V2 adaptation, rbf kernel",
+                 "finetune": "first-order finetune", "lora": "LoRA adapter",
                  "head": "head only (control)", "scratch": "quadratic from scratch",
                  "fo_scratch": "first-order from scratch", "v1_scratch": "QuadraNet V1 from scratch",
                  "first_order": "first-order pretraining (stage 1)", "before": "before adaptation (zero-shot)"}
-SHORT = {"adapt": "V2 adapt", "adapt_rbf": "V2 adapt (rbf)", "finetune": "finetune", "lora": "LoRA", "head": "head only", "scratch": "quad. scratch",
-         "fo_scratch": "1st-order scratch", "v1_scratch": "V1 scratch"}
+SHORT = {"adapt": "V2 adapt", "adapt_rbf": "V2 adapt (rbf)", "finetune": "finetune", "lora": "LoRA",
+         "head": "head only", "scratch": "quad. scratch", "fo_scratch": "1st-order scratch", "v1_scratch": "V1 scratch"}
 # E5 bench variants in the colour of the method they stand for (the adapter's implementations in shades of it)
 VARIANT_HATCH = {"adapted_autograd": "////"}
 RUNTIMES = ("eager", "onnxruntime", "openvino")
