@@ -332,6 +332,18 @@ def read_yaml(path: Union[str, Path]) -> dict:
     return loaded
 
 
+def deep_merge(*dicts: Optional[dict]) -> dict:
+    """A new dict: `dicts` merged in order, later wins; nested dicts merge, lists and other values are replaced."""
+    out: dict = {}
+    for d in dicts:
+        for key, value in (d or {}).items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = deep_merge(out[key], value)
+            else:
+                out[key] = copy.deepcopy(value)
+    return out
+
+
 def apply_overrides(data: dict, overrides: tuple) -> dict:
     """`data` (nested dicts) with each 'a.b=value' of `overrides` set in place."""
     for text in overrides:
