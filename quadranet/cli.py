@@ -13,7 +13,10 @@ import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no command may wait on a model hub
 
-from . import bench_cli, convert_cli, deploy_cli, fixtures, plan  # noqa: E402
+from . import fixtures, plan  # noqa: E402
+from .bench import cli as bench_cli  # noqa: E402
+from .convert import cli as convert_cli  # noqa: E402
+from .deploy import cli as deploy_cli  # noqa: E402
 from .classify import cli as classify_cli  # noqa: E402
 from .detection import cli as detection_cli  # noqa: E402
 from .report import cli as report_cli  # noqa: E402

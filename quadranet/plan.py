@@ -193,7 +193,7 @@ def probe(models, device="auto", batch=32, steps=3, warmup=1, kernels=()) -> "pd
     `steps` timed steps after `warmup`, AdamW as the runs use."""
     import pandas as pd
 
-    from .bench import VARIANTS, benchmark
+    from .bench.speed import VARIANTS, benchmark
 
     frames = []
     extra = [f"adapted_{k}" for k in sorted(set(kernels) - {"bilinear"})]
@@ -337,7 +337,7 @@ def cmd_plan(args) -> None:
     """Projected device-hours of a workflow config, per run, per experiment and in all, before anything runs."""
     import pandas as pd
 
-    from . import io
+    from . import atomic
     from .run.accounting import DEFAULT_CARBON_INTENSITY
 
     for flag, value in (("--power-w", args.power_w), ("--carbon-intensity", args.carbon_intensity)):
@@ -358,7 +358,7 @@ def cmd_plan(args) -> None:
             kernels.add(work.kernel)
         bench = probe({(m, r, v) for (m, r), v in models.items()}, device=args.device, batch=args.probe_batch,
                       steps=args.probe_steps, kernels=kernels)
-        io.write_text(Path(args.out).with_name(Path(args.out).stem + "_bench.csv"), bench.to_csv(index=False))
+        atomic.write_text(Path(args.out).with_name(Path(args.out).stem + "_bench.csv"), bench.to_csv(index=False))
     devices = ", ".join(sorted(set(bench["device"].astype(str)))) if "device" in bench else "?"
     print(f"plan: throughput measured on {devices}" + (f" ({', '.join(args.bench)})" if args.bench else
                                                         " (probe)"), flush=True)
@@ -371,8 +371,8 @@ def cmd_plan(args) -> None:
     intensity = args.carbon_intensity if args.carbon_intensity is not None else DEFAULT_CARBON_INTENSITY
     print(f"energy: {how}; CO2e at {intensity:g} g/kWh")
     out = Path(args.out)
-    io.write_text(out, df.to_csv(index=False))
-    io.write_text(out.with_name(out.stem + "_summary.csv"), table.to_csv(index=False))
+    atomic.write_text(out, df.to_csv(index=False))
+    atomic.write_text(out.with_name(out.stem + "_summary.csv"), table.to_csv(index=False))
     print(f"wrote {out} (per run) and {out.with_name(out.stem + '_summary.csv')} (per experiment, total)")
     if args.reference:
         cmp = compare_reference(df, args.reference)
@@ -392,7 +392,7 @@ def cmd_plan(args) -> None:
             print(f"energy: projected {both['projected_kwh'].sum():.4g} kWh for {len(both)} runs whose metrics give "
                   f"{both['reference_kwh'].sum():.4g} kWh ({'; '.join(sources)}; theirs include start-up and the "
                   f"evaluation before training, which the projection leaves out)")
-        io.write_text(out.with_name(out.stem + "_vs_reference.csv"), cmp.to_csv(index=False))
+        atomic.write_text(out.with_name(out.stem + "_vs_reference.csv"), cmp.to_csv(index=False))
 
 
 def add_parser(subparsers) -> None:

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from quadranet import bench
+from quadranet.bench import speed as bench
 from quadranet.layers import fused
 from quadranet.cli import main
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from quadranet.cli import main
-from quadranet.deploy_bench import RUNTIME_VARIANTS, target
+from quadranet.bench.runtimes import RUNTIME_VARIANTS, target
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
@@ -45,7 +45,7 @@ def test_target_is_the_eager_one():
 
 
 def test_unknown_runtime_is_named():
-    from quadranet.deploy_bench import benchmark_runtimes
+    from quadranet.bench.runtimes import benchmark_runtimes
 
     with pytest.raises(ValueError, match="runtime \\['tensorrt'\\] not known"):
         benchmark_runtimes("test_convnext", ["tensorrt"])

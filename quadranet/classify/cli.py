@@ -28,7 +28,7 @@ def cmd_shift_sweep(args) -> None:
     """Top-1 of a finished run's model on its eval data under each pixel-wise shift and strength (E3 calibration)."""
     import pandas as pd
 
-    from .. import io
+    from .. import atomic
     from .evaluate import evaluate_run
 
     rows = []
@@ -39,7 +39,7 @@ def cmd_shift_sweep(args) -> None:
                              git_commit=r["provenance"].get("git_commit"), date=r["provenance"].get("date")))
             print(f"{shift} {strength:g}: top-1 {r['acc1']:.2f}% on {r['eval_images']} images", flush=True)
     if args.out:
-        io.write_text(args.out, pd.DataFrame(rows).to_csv(index=False))
+        atomic.write_text(args.out, pd.DataFrame(rows).to_csv(index=False))
 
 
 def add_parser(sub) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from .. import io
+from .. import atomic
 from ..data.shifts import LINEAR_SHIFTS
 from . import BAND, TOLERANCE_PP
 from .collect import count_once
@@ -606,5 +606,5 @@ def write_claims(claims: pd.DataFrame, out_md, out_csv=None) -> None:
                   f"- Ours: {r.details}", f"- Why: {r.why}", f"- Verdict rule: {r.rule or 'n/a'}", ""]
     lines.append("Verdicts are for this scale only; paper numbers we could not read stay empty "
                  "(workflow/paper_numbers.yaml).")
-    io.write_text(out_md, "\n".join(lines) + "\n")
-    io.write_text(out_csv or Path(out_md).with_suffix(".csv"), claims.to_csv(index=False))
+    atomic.write_text(out_md, "\n".join(lines) + "\n")
+    atomic.write_text(out_csv or Path(out_md).with_suffix(".csv"), claims.to_csv(index=False))

@@ -53,7 +53,7 @@ def cmd_claims(args) -> None:
 
 def cmd_reproduce(args) -> None:
     """Check this machine's E1 top-1 against a committed reference (within its 95% intervals over seeds)."""
-    from .. import io
+    from .. import atomic
     from .collect import load_collected
     from .reproduce import RULE, compare
     from .tables import to_markdown
@@ -63,7 +63,7 @@ def cmd_reproduce(args) -> None:
         raise ValueError(f"no E1 row of this machine's runs is also in reference {args.reference!r}")
     print(to_markdown(table.round(2)), f"\n{RULE}", sep="\n")
     if args.out:
-        io.write_text(args.out, table.to_csv(index=False))
+        atomic.write_text(args.out, table.to_csv(index=False))
     outside = table[table["reproduced"] == False]  # noqa: E712 (None: no interval, not judged)
     if len(outside):
         raise ValueError(f"{len(outside)} of {len(table)} rows fall outside the reference's intervals: "

@@ -18,7 +18,7 @@ from typing import Iterable, Optional, Union
 import pandas as pd
 import yaml
 
-from .. import io
+from .. import atomic
 
 MANIFEST_COLUMNS = ["exp", "backbone", "method", "variant", "seed", "run"]
 PathLike = Union[str, Path]
@@ -157,7 +157,7 @@ def collect(manifest: PathLike, bench: Iterable[PathLike] = (), reference: Optio
 
 def write_collected(out_dir: PathLike, runs: pd.DataFrame, curves: pd.DataFrame, bench: pd.DataFrame) -> None:
     for name, df in (("runs", runs), ("curves", curves), ("bench", bench)):
-        io.write_text(Path(out_dir) / f"{name}.csv", df.to_csv(index=False))
+        atomic.write_text(Path(out_dir) / f"{name}.csv", df.to_csv(index=False))
 
 
 def load_collected(folder: PathLike) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

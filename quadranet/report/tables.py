@@ -18,7 +18,7 @@ from typing import Callable, Optional
 
 import pandas as pd
 
-from .. import io
+from .. import atomic
 from .collect import count_once
 from . import TABLES, TOLERANCE_PP
 from .savings import CONVERGED_RULE, COST_RULE, method_times, savings
@@ -116,11 +116,11 @@ def _sections(shown: pd.DataFrame) -> list[str]:
 def write_table(out_dir, name: str, data: pd.DataFrame, shown: pd.DataFrame, title: str, notes: list) -> None:
     """name.csv (`data`, full precision), name.md (`shown` per hardware, formatted, with `notes`) and name.tex."""
     out_dir = Path(out_dir)
-    io.write_text(out_dir / f"{name}.csv", data.to_csv(index=False))
+    atomic.write_text(out_dir / f"{name}.csv", data.to_csv(index=False))
     md = [f"# {title}", "", *_sections(shown)]
     md += [f"- {n}" for n in notes]
-    io.write_text(out_dir / f"{name}.md", "\n".join(md) + "\n")
-    io.write_text(out_dir / f"{name}.tex", to_latex(shown, title + ". " + " ".join(notes), name))
+    atomic.write_text(out_dir / f"{name}.md", "\n".join(md) + "\n")
+    atomic.write_text(out_dir / f"{name}.tex", to_latex(shown, title + ". " + " ".join(notes), name))
 
 
 def provenance_note(runs: pd.DataFrame) -> str:

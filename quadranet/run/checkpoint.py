@@ -12,7 +12,7 @@ from typing import Optional
 
 import torch
 
-from ..io import atomic_path
+from ..atomic import atomic_path
 
 LAST = "last.pt"
 

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from .. import io
+from .. import atomic
 
 
 class Logger:
@@ -18,7 +18,7 @@ class Logger:
             mode = "bar" if sys.stderr.isatty() else "lines"
         self.mode, self.bar = mode, None
         if enabled:  # rewrite what the checkpoint knows, dropping lines of work that will be redone
-            io.write_text(self.path, "".join(json.dumps(r) + "\n" for r in progress.log))
+            atomic.write_text(self.path, "".join(json.dumps(r) + "\n" for r in progress.log))
 
     def open_bar(self, total: int, initial: int, desc: str) -> None:
         if self.enabled and self.mode == "bar":

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import io
+from .. import atomic
 from . import accounting, checkpoint
 from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
 from .lock import RunLock
@@ -208,7 +208,7 @@ class Session:
             self.clock.seconds["startup"] += self.progress.seconds.get("startup", 0.0)
         if self.info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            io.write_text(self.out / "config.yaml", config_yaml)
+            atomic.write_text(self.out / "config.yaml", config_yaml)
         self.log = Logger(self.out, self.progress, self.cfg.train.progress, self.info.is_main)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -368,7 +368,7 @@ class Session:
         train.keep_checkpoint; returns `metrics`."""
         if self.info.is_main:
             save_weights(model, self.out / WEIGHTS)
-            io.write_json(self.out / "metrics.json", metrics)
+            atomic.write_json(self.out / "metrics.json", metrics)
             if not self.cfg.train.keep_checkpoint:
                 (self.ckpt_dir / checkpoint.LAST).unlink(missing_ok=True)
                 with contextlib.suppress(OSError):
@@ -389,7 +389,7 @@ def weight_decay_groups(model: nn.Module, weight_decay: float) -> list:
 def save_weights(model: nn.Module, path: Path) -> None:
     from safetensors.torch import save_file
 
-    with io.atomic_path(path) as tmp:
+    with atomic.atomic_path(path) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
 
 
@@ -414,5 +414,5 @@ def evaluate_model(cfg, model: nn.Module, fn: Callable, chash: Optional[str] = N
     result.update(**fields, device_seconds=clock.seconds["eval"],
                   provenance=accounting.provenance(cfg.to_dict(), chash, cfg.seed, 1, device.type))
     if out:
-        io.write_json(out, result)
+        atomic.write_json(out, result)
     return result

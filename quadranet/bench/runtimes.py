@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .bench import COLUMNS, _flops, _options, _setup, build_variant, check_positive, time_steps
-from .convert import adapters, lora_adapters, merge_lora
+from .speed import COLUMNS, _flops, _options, _setup, build_variant, check_positive, time_steps
+from ..convert import adapters, lora_adapters, merge_lora
 
 RUNTIMES = ("eager", "onnxruntime", "openvino")
 RUNTIME_VARIANTS = ("first_order", "adapted", "lora_merged")
@@ -39,7 +39,7 @@ def openvino_model(path, threads: int):
 
 def _runtime_step(runtime: str, path: Path, device: torch.device, threads: int):
     """A step function (x_eager, x_array) -> None running ONNX file `path` in `runtime`."""
-    from .deploy import onnx_session
+    from ..deploy import onnx_session
 
     if runtime == "onnxruntime":
         session = onnx_session(path, device.type, threads)
@@ -84,8 +84,8 @@ def benchmark_runtimes(model: str = "convnext_atto", runtimes: Sequence[str] = (
     speedup_vs_eager. `eager` is always measured (first) since the speed-ups need it; `first_order` likewise."""
     import pandas as pd
 
-    from .deploy import export
-    from .run.accounting import EnergyMeter
+    from ..deploy import export
+    from ..run.accounting import EnergyMeter
 
     check_positive(batch=batch, input_size=input_size, steps=steps, warmup=warmup)
     bad = [r for r in runtimes if r not in RUNTIMES]

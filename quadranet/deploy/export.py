@@ -26,10 +26,10 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import nn
 
-from .convert import layer_shares
-from .io import atomic_path
-from .layers import AdapterLayer, LowRankAdapter, QuadraticAdapter
-from .layers.decompositions import decomposition_table, is_custom
+from ..convert import layer_shares
+from ..atomic import atomic_path
+from ..layers import AdapterLayer, LowRankAdapter, QuadraticAdapter
+from ..layers.decompositions import decomposition_table, is_custom
 
 FORMATS = ("onnx", "torch-export")
 SUFFIX = {"onnx": ".onnx", "torch-export": ".pt2"}
@@ -152,7 +152,7 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> int:
 
 def prepare(model: nn.Module, example: torch.Tensor, fold_bn: bool = True) -> tuple[nn.Module, dict]:
     """(an inference copy of `model`: eval, float32, LoRA merged where it can be, BatchNorm folded; what was done)."""
-    from .convert import lora_adapters, merge_lora
+    from ..convert import lora_adapters, merge_lora
 
     if not isinstance(model, nn.Module):
         raise ExportError(f"expected a torch.nn.Module to export, got {type(model).__name__}")
@@ -216,7 +216,7 @@ def trace(model: nn.Module, example: torch.Tensor, dynamic_batch: bool = False) 
 
 
 def _git_commit() -> Optional[str]:
-    from .run.accounting import _git
+    from ..run.accounting import _git
 
     return _git("rev-parse", "HEAD")
 
@@ -229,7 +229,7 @@ def export(model: nn.Module, out: Union[str, Path], format: str = "onnx", *, inp
     format: "onnx" or "torch-export" (a `torch.export.save` archive, .pt2). The graph takes float32 images of
     (batch, *input_size); `dynamic_batch` makes the batch dimension symbolic. `metadata` (JSON-serialisable) is
     stored in the file beside what the export adds (format, input shape, merged and folded layers, versions)."""
-    from . import __version__
+    from .. import __version__
 
     check_format(format)
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
@@ -327,9 +327,9 @@ def run_model(run: Union[str, Path]) -> tuple[nn.Module, object, dict]:
     metadata of its deployment: arch, method, input size, normalisation, class names, config hash, commit)."""
     from safetensors.torch import load_file
 
-    from .classify.build import build_structure, num_classes
-    from .config import config_hash, load_config
-    from .models.build import WEIGHTS
+    from ..classify.build import build_structure, num_classes
+    from ..config import config_hash, load_config
+    from ..models.build import WEIGHTS
 
     run = Path(run)
     for name in ("config.yaml", WEIGHTS):
@@ -352,7 +352,7 @@ def run_model(run: Union[str, Path]) -> tuple[nn.Module, object, dict]:
             mean, std = [sum(mean) / len(mean)], [sum(std) / len(std)]
     names = None
     if d.dataset == "fashion_mnist":
-        from .data.fashion_mnist import CLASSES
+        from ..data.fashion_mnist import CLASSES
 
         names = [CLASSES[c] for c in (d.classes or range(len(CLASSES)))]
     meta = {"arch": cfg.model.arch, "method": cfg.method, "quadratic": bool(cfg.model.quadratic),
@@ -372,7 +372,7 @@ def export_run(run: Union[str, Path], out: Union[str, Path, None] = None, format
     check_format(format)
     model, cfg, meta = run_model(run)
     if prune is not None:
-        from .classify.build import build_data
+        from ..classify.build import build_data
 
         if isinstance(prune_images, bool) or not isinstance(prune_images, int) or prune_images < 1:
             raise ExportError(f"prune_images={prune_images!r} must be a positive integer")
@@ -393,7 +393,7 @@ def check_run(run: Union[str, Path], path: Union[str, Path], limit: Optional[int
               device: str = "cpu") -> dict:
     """Logits of exported file `path` against the eager model of `run` on the run's own evaluation images:
     {"images", "max_rel_error" (max |a - b| / max |b| per batch), "top1_agree", "acc1_eager", "acc1_exported"}."""
-    from .classify.build import build_data
+    from ..classify.build import build_data
 
     model, cfg, _ = run_model(run)
     meta = read_metadata(path)

@@ -11,8 +11,8 @@ def cmd_convert_report(args) -> None:
     import pandas as pd
     import timm
 
-    from . import io
-    from .convert import conversion_report, quadratize
+    from .. import atomic
+    from . import conversion_report, quadratize
 
     if args.command == "report":
         print("quadranet report: this command is now `quadranet convert-report` (same options); `report` will go",
@@ -29,7 +29,7 @@ def cmd_convert_report(args) -> None:
                          flops_overhead=rep.flops_overhead))
         print(f"{args.model} rank {rank}: {rep}")
     if args.out:
-        io.write_text(args.out, pd.DataFrame(rows).to_csv(index=False))
+        atomic.write_text(args.out, pd.DataFrame(rows).to_csv(index=False))
 
 
 def add_parser(sub) -> None:

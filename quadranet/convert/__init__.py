@@ -17,7 +17,7 @@ from typing import Mapping, NamedTuple, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from .layers import AdapterLayer, LowRankAdapter, QuadraticAdapter, QuadraticConv2d, QuadraticLinear, is_supported
+from ..layers import AdapterLayer, LowRankAdapter, QuadraticAdapter, QuadraticConv2d, QuadraticLinear, is_supported
 
 # Layer types that `targets` may name; anything else in `targets` is a glob over module names.
 LAYER_TYPES = ("auto", "depthwise", "spatial", "pointwise", "conv", "linear")
@@ -290,7 +290,7 @@ def count_flops(fn, *args) -> int:
     """FLOPs of `fn(*args)` (torch FlopCounterMode: 2 per multiply-add), convolutions counted as written."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .layers.grouped import conv_formulation
+    from ..layers.grouped import conv_formulation
 
     with FlopCounterMode(display=False) as counter, torch.no_grad(), conv_formulation():
         fn(*args)

@@ -8,17 +8,17 @@ from pathlib import Path
 
 import torch
 
-from . import io
-from .bench import (KERNEL_VARIANTS, LAYER_VARIANTS, MODES, SHOWN, VARIANTS, __doc__ as BENCH_DOC, benchmark,
+from .. import atomic
+from .speed import (KERNEL_VARIANTS, LAYER_VARIANTS, MODES, SHOWN, VARIANTS, __doc__ as BENCH_DOC, benchmark,
                     benchmark_layer, check_positive, resolve_device)
-from .deploy_bench import RUNTIME_VARIANTS, RUNTIMES
+from .runtimes import RUNTIME_VARIANTS, RUNTIMES
 
 
 def run(args) -> None:
     """Benchmark train step and inference of a model's variants (or of one layer with --layer)."""
     import pandas as pd
 
-    from .run import accounting
+    from ..run import accounting
 
     if args.threads is not None:
         check_positive(threads=args.threads)
@@ -28,7 +28,7 @@ def run(args) -> None:
                   compile=args.compile, rank=args.rank, dilation=args.dilation, kernel_size=args.kernel_size,
                   seed=args.seed)
     if args.runtime:  # deployment runtimes beside eager, inference only (quadranet/deploy_bench.py)
-        from .deploy_bench import benchmark_runtimes
+        from .runtimes import benchmark_runtimes
 
         df = benchmark_runtimes(model=args.model, runtimes=args.runtime, variants=args.variants or RUNTIME_VARIANTS,
                                 batch=args.batch, input_size=args.input_size, steps=args.steps, warmup=args.warmup,
@@ -50,9 +50,9 @@ def run(args) -> None:
           "torch.cuda.max_memory_allocated (GPU only); saved_for_backward_mb: what autograd keeps for one train "
           "step's backward (parameters included)")
     if args.out:
-        io.write_text(args.out, df.to_csv(index=False))
+        atomic.write_text(args.out, df.to_csv(index=False))
         dev = resolve_device(args.device)
-        io.write_json(Path(args.out).with_suffix(".json"), accounting.provenance(
+        atomic.write_json(Path(args.out).with_suffix(".json"), accounting.provenance(
             config=vars(args) | {"func": None}, device_type=dev.type, command=["quadranet", *sys.argv[1:]]))
         print(f"wrote {args.out} (+ provenance {Path(args.out).with_suffix('.json')})")
 

@@ -39,9 +39,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .convert import lora_adapt, matched_lora_rank, quadratize
-from .layers import fused
-from .memory import saved_tensor_bytes
+from ..convert import lora_adapt, matched_lora_rank, quadratize
+from ..layers import fused
+from ..memory import saved_tensor_bytes
 
 VARIANTS = ("first_order", "adapted", "adapted_frozen", "adapted_memeff", "adapted_autograd", "v1", "lora",
             "lora_frozen")
@@ -163,7 +163,7 @@ def _measure(nets: dict, make_inputs: Callable[[], tuple], loss_fn: Callable, mo
              optimizer: Optional[str]) -> list[dict]:
     """One row per (variant, mode) of the networks `nets` ({variant: net}), timed together (`time_steps`), with
     the energy of the training runs' meter."""
-    from .run.accounting import EnergyMeter
+    from ..run.accounting import EnergyMeter
 
     meter = EnergyMeter(device)  # its start-up (CodeCarbon's hardware probe) runs beside the first warm-up
     try:
@@ -237,7 +237,7 @@ def _options(device: str, dtype: str, channels_last: Optional[bool], compile: bo
 
 def _flops(net: nn.Module, input_shape: tuple) -> int:
     """FLOPs of one forward of `net` on one input, counted as `quadranet.convert.conversion_report` counts them."""
-    from .convert import count_flops
+    from ..convert import count_flops
 
     p = next(net.parameters())
     was_training = net.training
@@ -259,7 +259,7 @@ def _with_ratios(rows: list[dict]):
 
 
 def _v1_size(model: str, v1_size: Optional[str]) -> str:
-    from .models import QUADRANET_V1_CONFIGS
+    from ..models import QUADRANET_V1_CONFIGS
 
     size = v1_size or model.removeprefix("convnext_")
     if size not in QUADRANET_V1_CONFIGS:
@@ -359,7 +359,7 @@ def benchmark_layer(channels: int = 96, layer_kernel: int = 7, variants: Sequenc
     (`adapted`), the memory-efficient (`adapted_memeff`) and the standard-autograd (`adapted_autograd`) product. `train` = forward + backward of a
     random output gradient (input gradient included, as inside a network; no optimizer), `infer` = forward.
     """
-    from .layers import QuadraticAdapter
+    from ..layers import QuadraticAdapter
 
     check_positive(channels=channels, layer_kernel=layer_kernel, batch=batch, input_size=input_size, steps=steps,
               warmup=warmup)
