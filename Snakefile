@@ -20,7 +20,6 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/pretrain.smk"
-include: "workflow/rules/experiments.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/detect.smk"
 include: "workflow/rules/bench.smk"

@@ -13,7 +13,8 @@ import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no command may wait on a model hub
 
-from . import fixtures, plan  # noqa: E402
+from .data import cli as data_cli  # noqa: E402
+from .experiments import cli as experiments_cli  # noqa: E402
 from .bench import cli as bench_cli  # noqa: E402
 from .convert import cli as convert_cli  # noqa: E402
 from .deploy import cli as deploy_cli  # noqa: E402
@@ -23,7 +24,8 @@ from .report import cli as report_cli  # noqa: E402
 
 # train, eval, shift-sweep | detect | collect, tables, figures, claims, reproduce | bench | convert-report | plan |
 # fixtures | export
-COMMAND_MODULES = (classify_cli, detection_cli, report_cli, bench_cli, convert_cli, plan, fixtures, deploy_cli)
+COMMAND_MODULES = (classify_cli, detection_cli, report_cli, bench_cli, convert_cli, experiments_cli, data_cli,
+                   deploy_cli)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,10 +25,3 @@ def test_top_level_help(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--help"])
     assert e.value.code == 0 and "convert-report" in capsys.readouterr().out
-
-
-def test_old_report_name_still_works_and_says_it_moved(tmp_path, capsys):
-    out = tmp_path / "report.csv"
-    assert main(["report", "--model", "test_convnext", "--ranks", "1", "--input-size", "32", "--out", str(out)]) == 0
-    assert "now `quadranet convert-report`" in capsys.readouterr().err
-    assert "params_added" in out.read_text()

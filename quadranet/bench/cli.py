@@ -1,5 +1,5 @@
 """`quadranet bench`: the command line of `quadranet.bench` (train-step and inference speed of a model's
-variants, or of one layer)."""
+variants or of one layer, `speed`; inference in deployment runtimes with --runtime, `runtimes`)."""
 from __future__ import annotations
 
 import argparse
@@ -14,7 +14,7 @@ from .speed import (KERNEL_VARIANTS, LAYER_VARIANTS, MODES, SHOWN, VARIANTS, __d
 from .runtimes import RUNTIME_VARIANTS, RUNTIMES
 
 
-def run(args) -> None:
+def cmd_bench(args) -> None:
     """Benchmark train step and inference of a model's variants (or of one layer with --layer)."""
     import pandas as pd
 
@@ -27,7 +27,7 @@ def run(args) -> None:
                   warmup=args.warmup, device=args.device, dtype=args.dtype, channels_last=args.channels_last,
                   compile=args.compile, rank=args.rank, dilation=args.dilation, kernel_size=args.kernel_size,
                   seed=args.seed)
-    if args.runtime:  # deployment runtimes beside eager, inference only (quadranet/deploy_bench.py)
+    if args.runtime:  # deployment runtimes beside eager, inference only (runtimes.py)
         from .runtimes import benchmark_runtimes
 
         df = benchmark_runtimes(model=args.model, runtimes=args.runtime, variants=args.variants or RUNTIME_VARIANTS,
@@ -59,7 +59,7 @@ def run(args) -> None:
 
 def add_parser(subparsers) -> None:
     """Register `bench` on the `quadranet` CLI's subparsers."""
-    p = subparsers.add_parser("bench", help=run.__doc__, description=BENCH_DOC,
+    p = subparsers.add_parser("bench", help=cmd_bench.__doc__, description=BENCH_DOC,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="convnext_atto", help="timm model name of the first-order base")
     p.add_argument("--variants", nargs="+", default=None, metavar="V",
@@ -74,7 +74,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"),
                    help="bfloat16 = autocast; auto: bfloat16 on a GPU, float32 on the CPU")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="default: on (as training runs; the faster layout on the GPU and on the CPU measured here)")
+                   help="default: on, as training runs")
     p.add_argument("--compile", action="store_true", help="torch.compile each network")
     p.add_argument("--opt", default="sgd", choices=("sgd", "adamw"), help="optimizer of the train step")
     p.add_argument("--num-classes", type=int, default=1000)
@@ -93,4 +93,4 @@ def add_parser(subparsers) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU intra-op threads (torch.set_num_threads)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="CSV file (written atomically) + provenance JSON beside it")
-    p.set_defaults(func=run)
+    p.set_defaults(func=cmd_bench)

@@ -4,7 +4,7 @@ The first-order model, its quadratized version (`adapted`) and its LoRA version 
 (`lora_merged`, at the matched parameter budget: it computes exactly a first-order model of the same shape) are
 exported with `quadranet.deploy.export` (BatchNorm folded, custom ops decomposed) and timed in each runtime named,
 ONNX Runtime (CPU execution provider, or CUDA on a GPU) and OpenVINO (CPU), together with the same networks in eager
-PyTorch, all in one process taking turns step by step (`bench.time_steps`), on the same inputs: eager in the
+PyTorch, all in one process taking turns step by step (`speed.time_steps`), on the same inputs: eager in the
 bench's layout (channels-last by default), the runtimes on NCHW float32 arrays (their input layout). The added
 terms get small random weights (as after training) so that no runtime can fold them away. Rows carry `runtime`
 (`eager`, `onnxruntime`, `openvino`), `ratio_vs_first_order` within the runtime and `speedup_vs_eager` (eager step
@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .speed import COLUMNS, _flops, _options, _setup, build_variant, check_positive, time_steps
-from ..convert import adapters, lora_adapters, merge_lora
+from ..convert import lora_adapters, merge_lora, model_flops, quadratic_adapters
+from .speed import COLUMNS, build_variant, check_positive, cudnn_autotuning, measurement_setup, time_steps
 
 RUNTIMES = ("eager", "onnxruntime", "openvino")
 RUNTIME_VARIANTS = ("first_order", "adapted", "lora_merged")
@@ -65,7 +65,7 @@ def _variants(model: str, variants: Sequence[str], num_classes: int, seed: int, 
         net, rank = build_variant(model, "lora" if variant == "lora_merged" else variant, base,
                                   num_classes=num_classes, **adapter)
         with torch.no_grad():
-            for _, a in adapters(net):
+            for _, a in quadratic_adapters(net):
                 nn.init.normal_(a.quad_out.weight, std=0.02)
             for _, a in lora_adapters(net):
                 nn.init.normal_(a.lora_b.weight, std=0.02)
@@ -80,7 +80,7 @@ def benchmark_runtimes(model: str = "convnext_atto", runtimes: Sequence[str] = (
                        steps: int = 10, warmup: int = 3, device: str = "cpu", channels_last: Optional[bool] = None,
                        num_classes: int = 1000, rank: int = 4, dilation: int = 2, kernel_size: Optional[int] = 3,
                        targets=None, lora_rank: Optional[int] = None, seed: int = 0, workdir=None):
-    """A pandas DataFrame, one row per (runtime, variant), inference only, columns bench.COLUMNS + runtime and
+    """A pandas DataFrame, one row per (runtime, variant), inference only, columns speed.COLUMNS + runtime and
     speedup_vs_eager. `eager` is always measured (first) since the speed-ups need it; `first_order` likewise."""
     import pandas as pd
 
@@ -96,7 +96,7 @@ def benchmark_runtimes(model: str = "convnext_atto", runtimes: Sequence[str] = (
         raise ValueError(f"variants {bad!r} not known with --runtime; expected some of {list(RUNTIME_VARIANTS)}")
     runtimes = list(dict.fromkeys(["eager", *runtimes]))
     variants = list(dict.fromkeys(["first_order", *variants]))
-    dev, _, fmt, meta = _options(device, "float32", channels_last, False, warmup, input_size)
+    dev, _, fmt, meta = measurement_setup(device, "float32", channels_last, False, warmup, input_size)
     nets = _variants(model, variants, num_classes, seed, rank=rank, dilation=dilation, kernel_size=kernel_size,
                      targets=targets, lora_rank=lora_rank)
     threads = torch.get_num_threads()
@@ -115,10 +115,10 @@ def benchmark_runtimes(model: str = "convnext_atto", runtimes: Sequence[str] = (
             x = torch.randn(batch, 3, input_size, input_size)
             return x.to(dev).contiguous(memory_format=fmt), x.numpy()
 
-        flops = {v: _flops(net, (3, input_size, input_size)) for v, (net, _) in nets.items()}
+        flops = {v: model_flops(net, (3, input_size, input_size)) for v, (net, _) in nets.items()}
         meter = EnergyMeter(dev)
         try:
-            with _setup(dev), torch.no_grad():
+            with cudnn_autotuning(dev), torch.no_grad():
                 timed = time_steps(steps_by_key, make_inputs, steps, warmup, dev, meter)
         finally:
             meter.close()
@@ -142,5 +142,6 @@ def benchmark_runtimes(model: str = "convnext_atto", runtimes: Sequence[str] = (
 
 
 def target(flops_ratio: float) -> float:
-    """The inference target the eager bench and the runtimes share: adapted / first-order at most max(1.20, 1.15 x the FLOP ratio)."""
+    """The inference target the eager bench and the runtimes share: adapted / first-order at most
+    max(1.20, 1.15 x the FLOP ratio)."""
     return max(1.20, 1.15 * flops_ratio)

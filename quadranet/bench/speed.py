@@ -1,4 +1,4 @@
-"""Train-step and inference speed of a first-order model and its quadratic variants (CLI: `bench_cli.py`).
+"""Train-step and inference speed of a first-order model and its quadratic variants (CLI: `quadranet bench`).
 
 In the manner of timm's `benchmark.py`: every variant of one base model runs in the same process, on
 the same device, layout and precision (docs/paper.md, measurement rules), with warm-up steps, then `steps` timed
@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..convert import lora_adapt, matched_lora_rank, quadratize
+from ..convert import lora_adapt, matched_lora_rank, model_flops, quadratize
 from ..layers import fused
 from ..memory import saved_tensor_bytes
 
@@ -205,8 +205,8 @@ def _measure_modes(nets, make_inputs, loss_fn, modes, *, device, amp_dtype, comp
 
 
 @contextlib.contextmanager
-def _setup(device: torch.device):
-    """cudnn autotuning on for the benchmark, restored after."""
+def cudnn_autotuning(device: torch.device):
+    """cudnn autotuning on for the benchmark (on a GPU), restored after; the GPU's cached memory freed after."""
     old = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = device.type == "cuda"
     try:
@@ -217,8 +217,9 @@ def _setup(device: torch.device):
             torch.cuda.empty_cache()
 
 
-def _options(device: str, dtype: str, channels_last: Optional[bool], compile: bool, warmup: int, input_size: int):
-    """(device, autocast dtype or None, memory format, the row columns describing the set-up)."""
+def measurement_setup(device: str, dtype: str, channels_last: Optional[bool], compile: bool, warmup: int,
+                      input_size: int):
+    """(device, autocast dtype or None, memory format, the row columns describing the set-up) of a benchmark."""
     if compile and warmup < 1:
         raise ValueError(f"warmup={warmup} with compile: at least one warm-up step must compile the network")
     dev = resolve_device(device)
@@ -227,25 +228,12 @@ def _options(device: str, dtype: str, channels_last: Optional[bool], compile: bo
     if dtype not in ("float32", "bfloat16"):
         raise ValueError(f"dtype={dtype!r} is not supported; expected auto, float32 or bfloat16")
     amp = torch.bfloat16 if dtype == "bfloat16" else None  # bf16 autocast; weights stay fp32
-    if channels_last is None:  # as the training engine runs (`train.channels_last`): the faster layout here too
+    if channels_last is None:  # as the training engine runs (`train.channels_last`)
         channels_last = True
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     meta = dict(input_size=input_size, device=device_name, dtype=dtype, channels_last=channels_last, compile=compile)
     return dev, amp, fmt, meta
-
-
-def _flops(net: nn.Module, input_shape: tuple) -> int:
-    """FLOPs of one forward of `net` on one input, counted as `quadranet.convert.conversion_report` counts them."""
-    from ..convert import count_flops
-
-    p = next(net.parameters())
-    was_training = net.training
-    net.eval()
-    try:
-        return count_flops(net, torch.randn(1, *input_shape, device=p.device))
-    finally:
-        net.train(was_training)
 
 
 def _with_ratios(rows: list[dict]):
@@ -323,7 +311,7 @@ def benchmark(model: str = "convnext_atto", variants: Sequence[str] = VARIANTS, 
     _chosen([optimizer], ("sgd", "adamw"), "optimizer")
     if "v1" in variants:
         _v1_size(model, v1_size)
-    dev, amp, fmt, meta = _options(device, dtype, channels_last, compile, warmup, input_size)
+    dev, amp, fmt, meta = measurement_setup(device, dtype, channels_last, compile, warmup, input_size)
     torch.manual_seed(seed)
     base = timm.create_model(model, num_classes=num_classes)
 
@@ -340,8 +328,8 @@ def benchmark(model: str = "convnext_atto", variants: Sequence[str] = VARIANTS, 
         if variant in ("lora", "lora_frozen"):
             lora_rank = ranks[variant]  # computed once
         nets[variant].to(dev, memory_format=fmt)
-    flops = {v: _flops(net, (3, input_size, input_size)) for v, net in nets.items()}
-    with _setup(dev):
+    flops = {v: model_flops(net, (3, input_size, input_size)) for v, net in nets.items()}
+    with cudnn_autotuning(dev):
         rows = _measure(nets, make_inputs, F.cross_entropy, modes, device=dev, amp_dtype=amp, compile=compile,
                         steps=steps, warmup=warmup, optimizer=optimizer)
     ranks = {v: min(r.values()) if isinstance(r, dict) else r for v, r in ranks.items()}  # per-layer LoRA: the lowest
@@ -356,16 +344,17 @@ def benchmark_layer(channels: int = 96, layer_kernel: int = 7, variants: Sequenc
                     seed: int = 0):
     """One ConvNeXt-like depthwise conv (`channels` channels, `layer_kernel` square kernel) on an
     `input_size`^2 feature map: the bare conv (`first_order`), its quadratic adapter with the plain
-    (`adapted`), the memory-efficient (`adapted_memeff`) and the standard-autograd (`adapted_autograd`) product. `train` = forward + backward of a
-    random output gradient (input gradient included, as inside a network; no optimizer), `infer` = forward.
+    (`adapted`), the memory-efficient (`adapted_memeff`) and the standard-autograd (`adapted_autograd`) product.
+    `train` = forward + backward of a random output gradient (input gradient included, as inside a network; no
+    optimizer), `infer` = forward.
     """
     from ..layers import QuadraticAdapter
 
     check_positive(channels=channels, layer_kernel=layer_kernel, batch=batch, input_size=input_size, steps=steps,
-              warmup=warmup)
+                   warmup=warmup)
     variants = _chosen(["first_order", *variants], LAYER_VARIANTS, "variants")
     modes = _chosen(modes, MODES, "modes")
-    dev, amp, fmt, meta = _options(device, dtype, channels_last, compile, warmup, input_size)
+    dev, amp, fmt, meta = measurement_setup(device, dtype, channels_last, compile, warmup, input_size)
     torch.manual_seed(seed)
     conv = nn.Conv2d(channels, channels, layer_kernel, padding=layer_kernel // 2, groups=channels)
 
@@ -385,8 +374,8 @@ def benchmark_layer(channels: int = 96, layer_kernel: int = 7, variants: Sequenc
             nn.init.normal_(net.quad_out.weight, std=0.02)  # as after training: every branch gets a gradient
             net = StandardBackward(net) if variant == "adapted_autograd" else net
         nets[variant] = net.to(dev, memory_format=fmt)
-    flops = {v: _flops(net, (channels, input_size, input_size)) for v, net in nets.items()}
-    with _setup(dev):
+    flops = {v: model_flops(net, (channels, input_size, input_size)) for v, net in nets.items()}
+    with cudnn_autotuning(dev):
         rows = _measure(nets, make_inputs, loss_fn, modes, device=dev, amp_dtype=amp, compile=compile, steps=steps,
                         warmup=warmup, optimizer=None)
     rows = [dict(model=f"dwconv{layer_kernel}x{layer_kernel}_c{channels}",

@@ -6,7 +6,7 @@ import sys
 
 def cmd_train(args) -> None:
     """Train one run (scratch / adapt / finetune / lora) into --out; rerunning resumes or finds it complete."""
-    from ..config import load_config
+    from .config import load_config
     from .train import train
 
     cfg = load_config(args.config, args.overrides)
@@ -45,7 +45,7 @@ def cmd_shift_sweep(args) -> None:
 def add_parser(sub) -> None:
     """Register the classification subcommands on the `quadranet` CLI's subparsers."""
     p = sub.add_parser("train", help=cmd_train.__doc__, description=cmd_train.__doc__)
-    p.add_argument("--config", help="YAML run config (keys: quadranet/config.py); omitted: all defaults")
+    p.add_argument("--config", help="YAML run config (keys: quadranet/classify/config.py); omitted: all defaults")
     p.add_argument("--out", required=True, help="run folder: config.yaml, log.jsonl, metrics.json, model.safetensors")
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="e.g. train.lr=3e-4 method=adapt")
     p.set_defaults(func=cmd_train)

@@ -1,29 +1,34 @@
 """One classification run: stages of AdamW + warm-up/cosine, evaluation, accounting, checkpoints, resume, DDP.
 
-Plain and readable in the manner of torchvision's references: the loop below is the whole recipe; the run
-folder, checkpoints, resume, clocks, log and finish step are the shared run layer's (`quadranet.run`). The run
-folder receives `config.yaml`, `log.jsonl` (one JSON object per logging step, epoch and evaluation),
-`metrics.json` (written last, atomically: its presence means the run completed) and `model.safetensors`.
-Checkpoints go to `<out>/checkpoints/` (or `train.checkpoint_dir`); rerunning the same command resumes from the
-last one, replaying the same batches, so an interrupted run ends with the metrics of an uninterrupted one.
+Plain and readable in the manner of torchvision's references/classification/train.py: `train` sets the run up
+and loops over stages and epochs, `train_one_epoch` is one pass over the training batches, `evaluate`
+(`quadranet.classify.evaluate`) the top-1 / top-5 of the eval set. The run folder, checkpoints, resume, clocks,
+log and finish step are the shared run layer's (`quadranet.run`). The run folder receives `config.yaml`,
+`log.jsonl` (one JSON object per logging step, epoch and evaluation), `metrics.json` (written last, atomically:
+its presence means the run completed) and `model.safetensors`. Checkpoints go to `<out>/checkpoints/` (or
+`train.checkpoint_dir`); rerunning the same command resumes from the last one, replaying the same batches, so an
+interrupted run ends with the metrics of an uninterrupted one.
 """
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import convert
-from ..config import DEFAULT_TRAINABLE, RunConfig, StageConfig, config_hash, to_yaml
+from ..config import DEFAULT_TRAINABLE, to_yaml
 from ..data import ShardedBatchSampler, iterate
-from ..run.distributed import DistInfo, all_reduce_sum
-from ..run.session import NonFiniteLossError, Session, run_folder, weight_decay_groups
-from .build import build_data, build_model, num_classes, set_trainable
+from ..run import Session, run_folder, weight_decay_groups
+from .config import RunConfig, StageConfig, config_hash
+from .data import build_datasets, num_classes, to_device
+from .evaluate import evaluate
+from .model import build_model, set_trainable
 
-__all__ = ["NonFiniteLossError", "evaluate", "make_optimizer", "stages_of", "train", "warmup_cosine"]
+__all__ = ["make_optimizer", "stages_of", "train", "train_one_epoch", "warmup_cosine"]
+
+SHARE_IMAGES = 512  # eval images (the first ones, in order) on which the quadratic share is measured
 
 
 def warmup_cosine(step: int, total: int, warmup: int, base_lr: float, min_lr: float) -> float:
@@ -45,45 +50,10 @@ def stages_of(cfg: RunConfig) -> list:
     return cfg.train.stages or [StageConfig(cfg.train.epochs, DEFAULT_TRAINABLE[cfg.method], None)]
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, dataset, cfg: RunConfig, device: torch.device, info: DistInfo,
-             amp: Optional[torch.dtype]) -> dict:
-    """Top-1 / top-5 accuracy (percent) and mean cross-entropy over the whole eval set, summed over ranks."""
-    was = model.training
-    model.eval()
-    sampler = ShardedBatchSampler(len(dataset), cfg.data.eval_batch_size * info.world_size, shuffle=False,
-                                  rank=info.rank, world_size=info.world_size)
-    totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss sum, top1, top5, count
-    for x, y in iterate(dataset, sampler, cfg.data.num_workers):
-        x, y = _to_device(x, y, device, cfg)
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            logits = model(x)
-        logits = logits.float()
-        k = min(5, logits.shape[1])
-        top = logits.topk(k, dim=1).indices
-        hit = top == y[:, None]
-        totals += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(), hit[:, 0].sum().double(),
-                               hit.any(1).sum().double(), torch.tensor(float(len(y)), device=device, dtype=torch.float64)])
-    all_reduce_sum(totals, info)
-    model.train(was)
-    loss, top1, top5, n = totals.tolist()
-    return {"acc1": 100 * top1 / n, "acc5": 100 * top5 / n, "eval_loss": loss / n, "eval_images": int(n)}
-
-
-SHARE_IMAGES = 512  # eval images (the first ones, in order) on which the quadratic share is measured
-
-
 def share_batches(dataset, cfg: RunConfig, device: torch.device) -> list:
     """The first SHARE_IMAGES images of `dataset`, in eval batches on `device`."""
     sampler = ShardedBatchSampler(min(len(dataset), SHARE_IMAGES), cfg.data.eval_batch_size, shuffle=False)
-    return [_to_device(x, y, device, cfg)[0] for x, y in iterate(dataset, sampler, 0)]
-
-
-def _to_device(x, y, device, cfg):
-    x = x.to(device, non_blocking=True)
-    if cfg.train.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x, y.to(device, non_blocking=True)
+    return [to_device(x, y, device, cfg.train.channels_last)[0] for x, y in iterate(dataset, sampler, 0)]
 
 
 def train(cfg: RunConfig, out, command: Optional[list] = None) -> dict:
@@ -91,10 +61,39 @@ def train(cfg: RunConfig, out, command: Optional[list] = None) -> dict:
     return run_folder(cfg, out, config_hash(cfg), _run, command)
 
 
+def train_one_epoch(run: Session, model: nn.Module, net: nn.Module, criterion: nn.Module,
+                    optimizer: torch.optim.Optimizer, train_set, sampler: ShardedBatchSampler,
+                    lr_at: Callable[[int], float], mid_epoch_eval: Callable[[], None]) -> None:
+    """One epoch of the current stage (the rest of it, after a resume): per batch a forward, backward and
+    optimizer step at lr `lr_at(step)`, log lines, a checkpoint every train.checkpoint_every steps, and
+    `mid_epoch_eval()` after the steps of train.eval_steps that fall inside the epoch."""
+    cfg, progress, device = run.cfg, run.progress, run.device
+    steps_per_epoch = len(sampler)
+    window = run.begin_epoch(sampler, steps_per_epoch, f"stage {progress.stage} epoch {progress.epoch}")
+    for x, y in run.batches(iterate(train_set, sampler, cfg.data.num_workers, pin_memory=device.type == "cuda")):
+        x, y = to_device(x, y, device, cfg.train.channels_last)
+        lr = lr_at(progress.step)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        with run.autocast():
+            loss = criterion(net(x), y)
+        run.optimizer_step(loss, optimizer, model.parameters())
+        log_now, save_now, mean = run.step_done(window, loss, len(y), steps_per_epoch)
+        if log_now:
+            run.log_step(window, {"step": progress.step, "epoch": progress.epoch, "stage": progress.stage,
+                                  "loss": mean, "lr": lr})
+        if save_now:
+            run.save(model, optimizer)
+        if progress.step in cfg.train.eval_steps and progress.batch < steps_per_epoch:  # within the epoch
+            mid_epoch_eval()
+            run.clock.start("train")
+    run.end_epoch()
+
+
 def _run(run: Session) -> dict:
     cfg, info, device = run.cfg, run.info, run.device
     model, build_info = build_model(cfg, num_classes(cfg))
-    train_set, eval_set = build_data(cfg, model)
+    train_set, eval_set = build_datasets(cfg, model)
     model.to(device)
     if cfg.train.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -126,7 +125,6 @@ def _run(run: Session) -> dict:
     sampler = ShardedBatchSampler(len(train_set), cfg.data.batch_size, shuffle=True, seed=cfg.seed,
                                   rank=info.rank, world_size=info.world_size, drop_last=True)
     steps_per_epoch = len(sampler)
-    eval_steps = set(cfg.train.eval_steps)
     epoch_base = 0  # epochs of the stages before the current one
     for s_idx, stage in enumerate(stages):
         if s_idx < progress.stage:
@@ -141,31 +139,15 @@ def _run(run: Session) -> dict:
         run.advice = f"try a lower train.lr (now {lr}) or train.grad_clip"
         total = stage.epochs * steps_per_epoch
         warmup = int(round(cfg.train.warmup_epochs * steps_per_epoch))
+        stage_start = epoch_base * steps_per_epoch  # the stage's first optimizer step, counted over all stages
         progress.stage = s_idx
         progress.trainable[s_idx:] = [trainable]
         for epoch in range(progress.epoch - epoch_base, stage.epochs):
-            window = run.begin_epoch(sampler, steps_per_epoch, f"stage {s_idx} epoch {progress.epoch}")
-            for x, y in run.batches(iterate(train_set, sampler, cfg.data.num_workers,
-                                            pin_memory=device.type == "cuda")):
-                x, y = _to_device(x, y, device, cfg)
-                for g in opt.param_groups:
-                    g["lr"] = warmup_cosine(epoch * steps_per_epoch + progress.batch, total, warmup, lr,
-                                            cfg.train.min_lr)
-                with run.autocast():
-                    loss = criterion(net(x), y)
-                run.optimizer_step(loss, opt, model.parameters())
-                log_now, save_now, mean = run.step_done(window, loss, len(y), steps_per_epoch)
-                if log_now:
-                    run.log_step(window, {"step": progress.step, "epoch": progress.epoch, "stage": s_idx,
-                                          "loss": mean, "lr": opt.param_groups[0]["lr"]})
-                if save_now:
-                    run.save(model, opt)
-                if progress.step in eval_steps and progress.batch < steps_per_epoch:  # within the epoch
-                    eval_now("step")
-                    run.clock.start("train")
-            run.end_epoch()
+            train_one_epoch(run, model, net, criterion, opt, train_set, sampler,
+                            lambda step: warmup_cosine(step - stage_start, total, warmup, lr, cfg.train.min_lr),
+                            lambda: eval_now("step"))
             final_epoch = s_idx == len(stages) - 1 and epoch == stage.epochs - 1
-            if progress.epoch % cfg.train.eval_every == 0 or progress.step in eval_steps or final_epoch:
+            if progress.epoch % cfg.train.eval_every == 0 or progress.step in cfg.train.eval_steps or final_epoch:
                 eval_now("epoch")
             run.log_epoch({"step": progress.step, "epoch": progress.epoch, "stage": s_idx,
                            "trainable_params": trainable})

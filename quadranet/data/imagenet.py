@@ -155,21 +155,21 @@ class _ShiftThenNormalize:
         return (self.shift(self.transform(img)) - self.mean) / self.std
 
 
-def _root(root, variant: str) -> Path:
-    root = root if root is not None else os.environ.get(ENV_VARS[variant])
+def _root(root, edition: str) -> Path:
+    root = root if root is not None else os.environ.get(ENV_VARS[edition])
     if not root:
-        raise ValueError(f"no ImageNet-{variant.upper()} root: pass root= or set {ENV_VARS[variant]} "
+        raise ValueError(f"no ImageNet-{edition.upper()} root: pass root= or set {ENV_VARS[edition]} "
                          f"(expected layout {LAYOUT.format(root='<root>')})")
     return Path(root)
 
 
-def check_imagenet(root: Union[str, Path, None], variant: str) -> None:
-    """Raise FileNotFoundError unless the train and val folders of ImageNet-`variant` ('1k' or '21k') exist.
+def check_imagenet(root: Union[str, Path, None], edition: str) -> None:
+    """Raise FileNotFoundError unless the train and val folders of ImageNet-`edition` ('1k' or '21k') exist.
     A cheap look (no scan of the images), for checking every run of a workflow before it starts."""
-    base = _root(root, variant)
+    base = _root(root, edition)
     for split in ("train", "val"):
         if not (base / split).is_dir():
-            raise FileNotFoundError(f"ImageNet-{variant.upper()} split folder {base / split} does not exist; "
+            raise FileNotFoundError(f"ImageNet-{edition.upper()} split folder {base / split} does not exist; "
                                     f"expected {LAYOUT.format(root=base)}")
 
 

@@ -14,21 +14,23 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .fashion_mnist import FashionMNIST, check_fashion_mnist
 from .imagenet import check_imagenet, imagenet1k, imagenet21k
 
-DATASETS = {"fashion_mnist": FashionMNIST, "imagenet1k": imagenet1k, "imagenet21k": imagenet21k}
+# dataset name -> the reader of one split (a class or factory taking split= and the reader's options)
+DATASET_READERS = {"fashion_mnist": FashionMNIST, "imagenet1k": imagenet1k, "imagenet21k": imagenet21k}
+DATASETS = DATASET_READERS  # old name, still imported by quadranet/config.py
 
 
 def build_dataset(name: str, split: str = "train", **opts) -> Dataset:
-    """The dataset `name` (a key of DATASETS) for `split`; `opts` go to its constructor."""
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
-    return DATASETS[name](split=split, **opts)
+    """The dataset `name` (a key of DATASET_READERS) for `split`; `opts` go to its reader."""
+    if name not in DATASET_READERS:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASET_READERS)}")
+    return DATASET_READERS[name](split=split, **opts)
 
 
 def check_data(name: str, root=None) -> None:
     """Raise a clear error when dataset `name` is not readable from `root` (its default location when None):
     the files and folders its reader needs, without reading the images."""
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
+    if name not in DATASET_READERS:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASET_READERS)}")
     if name == "fashion_mnist":
         check_fashion_mnist(root)
     else:

@@ -7,7 +7,7 @@ import json
 def cmd_export(args) -> None:
     """Export a finished run's model (first-order, adapted, LoRA merged, V1) to ONNX or a torch.export archive,
     BatchNorm folded, custom ops decomposed, metadata inside; --check compares it with eager PyTorch."""
-    from .export import check_format, check_run, export_run, read_metadata
+    from .exporter import check_format, check_run, export_run, read_metadata
 
     check_format(args.format)
     path = export_run(args.run, args.out, args.format, batch=args.batch, dynamic_batch=args.dynamic_batch,

@@ -10,8 +10,9 @@ COCOeval box and mask AP, and the embedded Fashion-MNIST canvas set.
     quadranet detect eval --run runs/det/adapt [data.eval_limit=500]
     quadranet detect data                                                # write the canvas set, print where
 
-Modules: config (run config, presets), coco (reader), synthetic (canvas set), models (detectors),
-evaluate (COCOeval), train (the run loop), cli. They import torchvision and pycocotools on first use;
-`quadranet.detection.cli` stays light.
+Module for module as `quadranet.classify`: config (run config, presets), data (where the data is, train and eval
+sets, batches), model (detectors), train (`train`, `train_one_epoch`), evaluate (`evaluate`, `evaluate_run`:
+COCOeval), cli; and the two data sources, coco (the COCO reader) and synthetic (the canvas set). They import
+torchvision and pycocotools on first use; `quadranet.detection.cli` stays light.
 """
-__all__ = ["cli", "coco", "config", "evaluate", "models", "synthetic", "train"]
+__all__ = ["cli", "coco", "config", "data", "evaluate", "model", "synthetic", "train"]

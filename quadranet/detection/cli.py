@@ -6,11 +6,11 @@ import sys
 
 def cmd_train(args) -> None:
     """Train one detection run into --out; rerunning resumes from its last checkpoint or finds it complete."""
-    from .config import load_detection_config
-    from .train import train_detection
+    from .config import load_config
+    from .train import train
 
-    cfg = load_detection_config(args.config, tuple(args.overrides), preset=args.preset)
-    m = train_detection(cfg, args.out, command=["quadranet", *sys.argv[1:]])
+    cfg = load_config(args.config, tuple(args.overrides), preset=args.preset)
+    m = train(cfg, args.out, command=["quadranet", *sys.argv[1:]])
     fmt = lambda v: "n/a" if v is None else f"{100 * v:.1f}"  # noqa: E731
     print(f"{m['name']}: box AP {fmt(m['box_ap'])} (AP50 {fmt(m['box_ap50'])}), mask AP {fmt(m['mask_ap'])}, "
           f"{m['device_seconds']['total']:.1f} device-s")
@@ -18,9 +18,9 @@ def cmd_train(args) -> None:
 
 def cmd_eval(args) -> None:
     """COCO box / mask AP of a detection run's model (data.* overrides evaluate it on other data)."""
-    from .train import evaluate_detection_run
+    from .evaluate import evaluate_run
 
-    r = evaluate_detection_run(args.run, tuple(args.overrides), out=args.out)
+    r = evaluate_run(args.run, tuple(args.overrides), out=args.out)
     print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()
                    if not isinstance(v, (dict, list))))
 
@@ -29,10 +29,10 @@ def cmd_data(args) -> None:
     """Write the embedded Fashion-MNIST canvas detection set (COCO json + PNG) and print where it is."""
     import dataclasses
 
-    from .config import load_detection_config
+    from .config import load_config
     from .synthetic import CanvasSpec, build_canvas_coco
 
-    cfg = load_detection_config(None, tuple(args.overrides))
+    cfg = load_config(None, tuple(args.overrides))
     folder = build_canvas_coco(CanvasSpec(**dataclasses.asdict(cfg.data.canvas)), args.root or cfg.data.root,
                                cfg.data.fashion_mnist_root)
     print(folder)

@@ -1,32 +1,32 @@
-"""Detection run configuration: YAML + `section.key=value` overrides, validated like `quadranet.config`.
+"""The detection run config: YAML + `section.key=value` overrides, built with the config kit (`quadranet.config`)
+as the classification config is.
 
 The defaults are the embedded run (160 Fashion-MNIST canvases of 96 px, a small Mask R-CNN on
-EfficientNet-Lite0, 5 epochs: about 2-4 minutes per run on one core of the reference CPU). `PRESETS` hold the paper-scale settings: COCO 2017 with the 1x and 3x
-schedules of Detectron2 (90k / 270k iterations at batch 16, about 12 / 36 epochs, lr x0.1 at 60k and 80k
-/ 210k and 250k iterations), torchvision's Mask R-CNN / FCOS head sizes, SGD at lr 0.02.
+EfficientNet-Lite0, 5 epochs). `PRESETS` hold the paper-scale settings: COCO 2017
+with the 1x and 3x schedules of Detectron2 (90k / 270k iterations at batch 16, about 12 / 36 epochs, lr x0.1 at
+60k and 80k / 210k and 250k iterations), torchvision's Mask R-CNN / FCOS head sizes, SGD at lr 0.02.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
-from ..config import (COMMON_CHOICES, DEFAULT_TRAINABLE, RUN_CONTROL, AdapterConfig, ConfigError, TaskConfig,
-                      apply_overrides, build, check_table, fix_numbers, hash_without, read_yaml, to_yaml)
-from ..config import METHODS as CLASSIFICATION_METHODS
-from ..config import TRAINABLE as CLASSIFICATION_TRAINABLE
+from ..config import (COMMON_CHOICES, DEFAULT_TRAINABLE, RUN_CONTROL, AdapterConfig, ConfigError, TaskConfig, build,
+                      check_table, config_data, hash_without)
+from ..config import METHODS as ALL_METHODS
+from ..config import TRAINABLE as ALL_TRAINABLE
 from .synthetic import CanvasSpec
 
-__all__ = ["DETECTORS", "DetectionConfig", "PRESETS", "SCHEDULES", "config_hash", "default_trainable",
-           "load_detection_config", "to_yaml", "validate"]
+__all__ = ["DETECTORS", "DetectionConfig", "PRESETS", "SCHEDULES", "config_hash", "default_trainable", "load_config",
+           "validate"]
 
-METHODS = tuple(m for m in CLASSIFICATION_METHODS if m != "lora")  # no LoRA baseline for detection
+METHODS = tuple(m for m in ALL_METHODS if m != "lora")  # no LoRA baseline for detection
 DETECTORS = ("maskrcnn", "fcos", "retinanet")
 DATASETS = ("fashion_mnist_canvas", "coco")
 # primary: backbone minus quadratic terms; head: all but the backbone
-TRAINABLE = tuple(g for g in CLASSIFICATION_TRAINABLE if g != "lora")
+TRAINABLE = tuple(g for g in ALL_TRAINABLE if g != "lora")
 # schedule -> (epochs, fractions of training at which lr drops x0.1): Detectron2's 1x (60k, 80k of 90k
 # iterations) and 3x (210k, 250k of 270k); 90k x 16 images ~ 12 epochs of COCO train2017.
 SCHEDULES = {"1x": (12, (2 / 3, 8 / 9)), "3x": (36, (7 / 9, 25 / 27))}
@@ -241,27 +241,13 @@ def validate(cfg: DetectionConfig) -> DetectionConfig:
     return cfg
 
 
-def load_detection_config(path: Union[str, Path, None] = None, overrides: tuple = (),
-                          preset: Optional[str] = None, base: Optional[dict] = None) -> DetectionConfig:
-    """The detection config: `preset` (a key of PRESETS), then YAML file `path` (or dict `base`), then
-    `overrides` ('a.b=value'), validated."""
+def load_config(path: Union[str, Path, None] = None, overrides: tuple = (), preset: Optional[str] = None,
+                base: Optional[dict] = None) -> DetectionConfig:
+    """The detection config: `preset` (a key of PRESETS), then dict `base`, then YAML file `path` (merged in that
+    order), then `overrides` ('a.b=value'), validated."""
     if preset is not None and preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
-    data: dict = copy.deepcopy(PRESETS[preset]) if preset else {}
-    layers = [copy.deepcopy(base)] if base else []
-    if path is not None:
-        layers.append(read_yaml(path))
-    for layer in layers:
-        _merge(data, layer)
-    return validate(build(DetectionConfig, fix_numbers(apply_overrides(data, overrides))))
-
-
-def _merge(into: dict, new: dict) -> None:
-    for k, v in new.items():
-        if isinstance(v, dict) and isinstance(into.get(k), dict):
-            _merge(into[k], v)
-        else:
-            into[k] = v
+    return validate(build(DetectionConfig, config_data(path, overrides, PRESETS[preset] if preset else None, base)))
 
 
 def config_hash(cfg: DetectionConfig) -> str:

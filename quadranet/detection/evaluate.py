@@ -1,4 +1,6 @@
-"""COCO evaluation (pycocotools COCOeval) of torchvision detector outputs: box and mask AP.
+"""COCO evaluation (pycocotools COCOeval) of torchvision detector outputs, box and mask AP: `evaluate` (the loop,
+over all ranks) and `evaluate_run` (a finished run's weights, on its own eval data or on other data through
+`data.*` overrides).
 
 Metrics are COCOeval's first six numbers per IoU type, as fractions in [0, 1] (COCO papers print them
 x100): ap (IoU 0.50:0.95), ap50, ap75, and aps / apm / apl over small (< 32^2 px), medium and large
@@ -8,12 +10,23 @@ from __future__ import annotations
 
 import contextlib
 import io
+from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch import nn
 
-__all__ = ["STAT_NAMES", "coco_evaluate", "empty_metrics", "evaluate_model", "to_coco_results"]
+from ..config import ConfigError
+from ..data import ShardedBatchSampler
+from ..run import LAST, WEIGHTS, DistInfo, check_eval_overrides, evaluate_model, load_checkpoint
+from .coco import CocoDetection
+from .config import DetectionConfig, config_hash, load_config
+from .data import build_datasets, loader
+from .model import build_model
+
+__all__ = ["STAT_NAMES", "coco_evaluate", "empty_metrics", "evaluate", "evaluate_run", "to_coco_results"]
 
 STAT_NAMES = ("ap", "ap50", "ap75", "aps", "apm", "apl")
 PREFIX = {"bbox": "box", "segm": "mask"}
@@ -106,27 +119,62 @@ def _no_detection_stats(coco_gt, ids) -> list:
 
 
 @torch.no_grad()
-def evaluate_model(model: torch.nn.Module, loader, dataset, device: torch.device, masks: bool,
-                   amp_dtype: Optional[torch.dtype] = None, max_batches: Optional[int] = None):
-    """COCO metrics of `model` on `dataset` (a CocoDetection) over the batches of `loader`, plus the
-    number of images seen. Box-only models give mask metrics of None."""
+def evaluate(model: nn.Module, dataset: CocoDetection, cfg: DetectionConfig, device: torch.device,
+             info: DistInfo, amp: Optional[torch.dtype]) -> dict:
+    """COCO box (and mask) metrics over the whole eval set; ranks share the images, rank 0 runs COCOeval."""
     was = model.training
     model.eval()
+    sampler = ShardedBatchSampler(len(dataset), cfg.data.eval_batch_size * info.world_size, shuffle=False,
+                                  rank=info.rank, world_size=info.world_size)
     results, seen = [], []
     try:
-        for b, (images, targets) in enumerate(loader):
-            if max_batches is not None and b >= max_batches:
-                break
+        for images, targets in loader(dataset, sampler, cfg, device):
             images = [im.to(device, non_blocking=True) for im in images]
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 outputs = model(images)
             ids = [t["image_id"] for t in targets]
-            results += to_coco_results(outputs, ids, dataset.label_to_category, masks=masks)
+            results += to_coco_results(outputs, ids, dataset.label_to_category, masks=cfg.masks)
             seen += ids
     finally:
         model.train(was)
-    iou_types = ("bbox", "segm") if masks else ("bbox",)
-    metrics = {**empty_metrics(), **coco_evaluate(dataset.coco, results, iou_types, image_ids=seen)}
-    metrics["eval_images"] = len(seen)
-    metrics["detections"] = len(results)
+    if info.enabled:
+        gathered = [None] * info.world_size
+        dist.all_gather_object(gathered, (results, seen))
+        results = [r for part in gathered for r in part[0]]
+        seen = sorted({i for part in gathered for i in part[1]})
+    metrics = empty_metrics()
+    if info.is_main:
+        metrics.update(coco_evaluate(dataset.coco, results, ("bbox", "segm") if cfg.masks else ("bbox",), seen))
+    metrics.update(eval_images=len(seen), detections=len(results))
     return metrics
+
+
+def evaluate_run(run, overrides: tuple = (), out: Optional[str] = None) -> dict:
+    """COCO metrics of the detector in run folder `run` (its config.yaml and model.safetensors, or, for a
+    run still in progress, its last checkpoint), on its eval data or other data (`data.*` overrides)."""
+    from safetensors.torch import load_file
+
+    run = Path(run)
+    if not (run / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run / 'config.yaml'} not found; expected the --out folder of a quadranet "
+                                f"detect train run")
+    check_eval_overrides(overrides, ("data.", "train.device", "train.amp"))
+    cfg = load_config(run / "config.yaml", overrides)
+    if (run / WEIGHTS).is_file():
+        weights, source = load_file(str(run / WEIGHTS)), str(run / WEIGHTS)
+    else:
+        ckpt_dir = Path(cfg.train.checkpoint_dir or run / "checkpoints")
+        state = load_checkpoint(ckpt_dir, config_hash(load_config(run / "config.yaml")))
+        if state is None:
+            raise FileNotFoundError(f"{run} holds neither {WEIGHTS} nor a checkpoint in {ckpt_dir}")
+        weights, source = state["model"], str(ckpt_dir / LAST)
+    _, eval_set = build_datasets(cfg, train=False)
+    model, _ = build_model(cfg, eval_set.num_classes, weights=False)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise ConfigError(f"{source} does not fit the detector of {run / 'config.yaml'} on this data "
+                          f"({eval_set.num_classes - 1} classes): {str(e).splitlines()[0]}") from None
+    return evaluate_model(cfg, model, lambda m, device, info, amp: evaluate(m, eval_set, cfg, device, info, amp),
+                          config_hash(cfg), out, run=str(run), weights=source, overrides=list(overrides),
+                          data_skipped=eval_set.skipped)

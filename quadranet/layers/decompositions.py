@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .grouped import ConvGeometry, _trim
+from .grouped import ConvGeometry, live_taps
 
 NAMESPACE = "quadranet_cpu"
 DECOMPOSITIONS: dict[str, Callable] = {}  # "quadranet_cpu::op" -> function of the op's arguments
@@ -50,18 +50,19 @@ def _trimmed(x_a: Tensor, x_b: Tensor, wa: Tensor, wb: Tensor, kernel, stride, p
     the eager CPU path (on the small maps of a 32 px network most taps of a dilated factor do)."""
     taps, rank, c = wa.shape
     a, b = (w.permute(1, 2, 0).reshape(rank, c, 1, *kernel) for w in (wa, wb))
-    trim = _trim(x_a, tuple(kernel), ConvGeometry(tuple(stride), tuple(padding), tuple(dilation), c))
+    geom = ConvGeometry(tuple(stride), tuple(padding), tuple(dilation), c)
+    trim = live_taps(x_a, tuple(kernel), geom)
     if trim is None:
         return x_a, x_b, a, b, tuple(padding)
     one = x_b is x_a
     x_a, rows, cols = trim
-    x_b = x_a if one else _trim(x_b, tuple(kernel), ConvGeometry(tuple(stride), tuple(padding), tuple(dilation), c))[0]
+    x_b = x_a if one else live_taps(x_b, tuple(kernel), geom)[0]
     return x_a, x_b, a[..., rows, cols], b[..., rows, cols], (0, 0)
 
 
 def _depthwise(x: Tensor, w: Tensor, stride, padding, dilation) -> Tensor:
     """A multiplier-1 depthwise conv (the runtimes' fast depthwise kernel: one grouped conv with 2 x rank outputs
-    per channel ran 2-7x slower in ONNX Runtime); one tap without padding: a per-channel scale."""
+    per channel ran several times slower in ONNX Runtime); one tap without padding: a per-channel scale."""
     if w.shape[-2:] == (1, 1) and tuple(padding) == (0, 0):
         return x[..., ::stride[0], ::stride[1]] * w.reshape(1, -1, 1, 1)
     return F.conv2d(x, w, None, stride, padding, dilation, w.shape[0])

@@ -2,7 +2,7 @@
 
 On a depthwise primary, P(A x * B x) has one input and one output channel per group, and the factor convs
 have 2 x rank outputs per channel: a channel multiplier for which oneDNN has no fast CPU kernel (the factor
-work ran 5-7x slower per FLOP than the first-order network's). The kernel computes the term in one pass over
+work ran several times slower per FLOP than the first-order network's). The kernel computes the term in one pass over
 channels-last memory and recomputes the factors in backward, so it never stores the 2 x rank factor maps.
 The rbf kernels (`adapter.py`) run the same way: one kernel computes the exponent
 sum_r (GELU(A_r x_a) - GELU(B_r x_b))^2 / (2 sigma^2) (x_a = x_b = x for rbf; P_a x, P_b x for rbf_in), and
@@ -97,7 +97,7 @@ def _build():
 def _environment_ninja_first() -> None:
     """Put the environment's ninja (the pip package, a dependency) before any other on PATH. Ninja versions keep
     incompatible build logs, so a build run alternately by /usr/bin/ninja and the package's rebuilt the kernel
-    (about 24 s here) at every switch, e.g. between a shell with the venv activated and one without."""
+    at every switch, e.g. between a shell with the venv activated and one without."""
     try:
         import ninja
     except ImportError:
@@ -280,7 +280,7 @@ def rbf_tail(e: Tensor, norm: torch.nn.BatchNorm2d, weight_p: Tensor) -> Optiona
         return None
     batch_stats = norm.training or not norm.track_running_stats
     if batch_stats:
-        var, mean = torch.ops.quadranet_cpu.channel_stats(e.detach())  # faster here than torch.var_mean over N, H, W
+        var, mean = torch.ops.quadranet_cpu.channel_stats(e.detach())  # faster than torch.var_mean over N, H, W
         if norm.training and norm.track_running_stats:  # as F.batch_norm: unbiased variance in the running one
             # through .data, as BatchNorm updates them: no version bump, so a pending backward of an earlier
             # forward through BatchNorm2d (which saves the running statistics) still runs

@@ -5,8 +5,7 @@ for the fused quadratic factors, rank for LoRA), and their projections back are 
 one output per group. On the CPU: kernel taps that read only padding are dropped (on the 1 x 1 and 2 x 2
 maps of a 32 px ConvNeXt a 3 x 3 dilation-2 factor reads its centre tap alone, and the conv becomes a
 per-channel scale), small maps go through im2col + batched matmul, and the projection is a multiply-and-sum,
-1.3-20x faster there than oneDNN's grouped conv. On other devices, and inside `conv_formulation`, both call
-`F.conv2d`.
+faster there than oneDNN's grouped conv. On other devices, and inside `conv_formulation`, both call `F.conv2d`.
 """
 from __future__ import annotations
 
@@ -74,8 +73,7 @@ class DepthwiseUnfoldFn(torch.autograd.Function):
 
     Equal to `F.conv2d`. On the CPU, oneDNN runs such convs with a channel multiplier (the adapter's fused
     factor convs have 2 x rank outputs per channel) slowly on small feature maps: there (<= 4 x 4 outputs)
-    this is 1.0-1.5x faster, forward + backward (re-measured with 2 x 4 factors: 80 channels 11-12 ms vs
-    13-18 ms, batch 64, one thread); from 8 x 8 on, the conv is faster. Like the conv, it keeps only x and the
+    this is faster, forward + backward; from 8 x 8 on, the conv is faster. Like the conv, it keeps only x and the
     weight for backward, not the columns.
     """
 
@@ -120,7 +118,7 @@ def _live(size: int, k: int, s: int, p: int, d: int) -> tuple[int, int, int, int
     return first, last + 1, left, (out - 1) * s + d * (last - first) + 1 - size - left
 
 
-def _trim(x: Tensor, kernel_size: tuple, geom: ConvGeometry):
+def live_taps(x: Tensor, kernel_size: tuple, geom: ConvGeometry):
     """(x padded explicitly, kernel rows, kernel columns) of the taps that read the input, or None where all do.
 
     On small feature maps a dilated kernel reaches mostly into the padding (a 3 x 3 dilation-2 factor on a 2 x 2
@@ -140,7 +138,7 @@ def _trim(x: Tensor, kernel_size: tuple, geom: ConvGeometry):
 def one_tap(x: Tensor, kernel_size: tuple, geom: ConvGeometry) -> Optional[tuple[Tensor, tuple[int, int]]]:
     """(x on the output grid, (row, column) of the tap) where a conv of this geometry reads a single tap of its
     kernel at every output (CPU only), else None. Then a conv with one input channel per group is elementwise."""
-    trim = _trim(x, kernel_size, geom) if fast_cpu(x) else None
+    trim = live_taps(x, kernel_size, geom) if fast_cpu(x) else None
     if trim is None or (trim[1].stop - trim[1].start, trim[2].stop - trim[2].start) != (1, 1):
         return None
     xp, rows, cols = trim
@@ -150,7 +148,7 @@ def one_tap(x: Tensor, kernel_size: tuple, geom: ConvGeometry) -> Optional[tuple
 def strided_like(weight: Tensor, memory_format: torch.memory_format) -> Tensor:
     """`weight` with the strides of `memory_format`. A (C, 1, k, k) weight counts as contiguous in both formats, so
     `.contiguous(memory_format=...)` keeps its strides, yet oneDNN picks its kernel by them: a channels-last
-    depthwise conv with an NCHW-strided weight runs 10-100x slower (22 ms vs 0.2 ms, 1152 channels, batch 64)."""
+    depthwise conv with an NCHW-strided weight runs on a far slower kernel."""
     return torch.empty_like(weight, memory_format=memory_format).copy_(weight)
 
 
@@ -162,12 +160,12 @@ def grouped_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], geom: ConvGe
     one input channel per group: an elementwise product where one tap is left, `DepthwiseUnfoldFn` on small maps."""
     if not fast_cpu(x):
         return F.conv2d(x, weight, bias, geom.stride, geom.padding, geom.dilation, geom.groups)
-    trim = _trim(x, weight.shape[-2:], geom)
+    trim = live_taps(x, weight.shape[-2:], geom)
     if trim is not None:
         x, rows, cols = trim
         weight, geom = weight[..., rows, cols].contiguous(), geom._replace(padding=(0, 0))
     if weight.shape[1] == 1 and geom.groups == x.shape[1] > 1:
-        if geom.stride != (1, 1):  # oneDNN's strided channels-last kernel for these is 2-20x slower than NCHW
+        if geom.stride != (1, 1):  # oneDNN's strided channels-last kernel for these is slower than its NCHW one
             x = x.contiguous()
         elif x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
             weight = strided_like(weight, torch.channels_last)
@@ -184,7 +182,7 @@ def grouped_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], geom: ConvGe
 
 def grouped_pointwise(q: Tensor, weight: Tensor, groups: int) -> Tensor:
     """The 1x1 grouped conv that projects the factors back (the adapter's P); on the CPU, where each group has
-    one output (depthwise primaries), a multiply-and-sum, which is 1.3-20x faster there than oneDNN's conv."""
+    one output (depthwise primaries), a multiply-and-sum, which is faster there than oneDNN's conv."""
     if fast_cpu(q) and weight.shape[0] == groups:
         return (q.unflatten(1, (groups, -1)) * weight.view(1, groups, -1, 1, 1)).sum(2)
     return F.conv2d(q, weight, None, 1, 0, 1, groups)

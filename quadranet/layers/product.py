@@ -45,7 +45,7 @@ def branch(x: Tensor, weight: Tensor, bias: Optional[Tensor], geom: Optional[Con
 
 
 # Both branches run as one layer with twice the outputs: one conv (or matmul) launch instead of two, which
-# on CPU makes the grouped factor convs of the adapter 1.3-1.8x faster (forward + backward). Within each
+# on CPU makes the grouped factor convs of the adapter faster (forward + backward). Within each
 # group the fused outputs are [a_1..a_r, b_1..b_r], so the fused grouped conv sees the same inputs per group.
 def fuse(t_a: Optional[Tensor], t_b: Optional[Tensor], groups: int) -> Optional[Tensor]:
     """Weights (or biases) of the two branches as those of one branch with twice the outputs."""

@@ -135,8 +135,8 @@ def overall(verdicts) -> str:
 def _name(r, hardware=True) -> str:
     """'backbone setting [hardware]' of a group row (no setting where the group has none); `hardware`: whether to
     name it, or the rows of the claim (named only where they span several)."""
-    variant = r.get("variant")
-    name = f"{r['backbone']}{'' if variant is None or pd.isna(variant) else f' {variant}'}"
+    setting = r.get("variant")
+    name = f"{r['backbone']}{'' if setting is None or pd.isna(setting) else f' {setting}'}"
     if isinstance(hardware, pd.DataFrame):
         hardware = hardware["hardware"].nunique() > 1
     return f"{name} [{r['hardware']}]" if hardware else name
@@ -267,12 +267,12 @@ def _e2_proxy(runs, competitive_pp: float) -> tuple[str, str]:
         return "", ""
     scratch = r[r["method"] == "scratch"]
     heads, parts = [], []
-    for (hw, variant), g in r[r["method"] == "adapt"].groupby(["hardware", "variant"], sort=False):
+    for (hw, source), g in r[r["method"] == "adapt"].groupby(["hardware", "variant"], sort=False):
         p = paired(pd.concat([g, scratch[scratch["hardware"] == hw]]), "acc1", "adapt", "scratch", ["hardware"])
         if p.empty:
             continue
         row = p.iloc[0]
-        n = variant.removeprefix("src")
+        n = source.removeprefix("src")
         heads.append(f"{n}/class: {_short(row)}")
         parts.append(f"[{hw}] after first-order pretraining on {n} images/class: adapt - scratch top-1 "
                      f"{fmt_interval(row, unit=' pp')}")
@@ -426,11 +426,11 @@ def c7(runs, curves, bench, **_) -> Finding:
     if bench.empty or "saved_for_backward_mb" not in bench:
         return Finding(UNTESTABLE, "E5 not run", "E5 not run", "E5 not run", rule)
     b = bench.dropna(subset=["saved_for_backward_mb"])
-    variant = b["variant"].astype(str)
+    bench_variant = b["variant"].astype(str)
     keys = [c for c in ("hardware", "source", "model", "mode", "batch", "input_size") if c in b]
-    eff = b[variant.str.contains("memeff|memory", regex=True)].groupby(keys)["saved_for_backward_mb"].mean()
-    standard = b[variant == "adapted_autograd"].groupby(keys)["saved_for_backward_mb"].mean()
-    plain = b[variant.isin(["plain", "adapted"])].groupby(keys)["saved_for_backward_mb"].mean()
+    eff = b[bench_variant.str.contains("memeff|memory", regex=True)].groupby(keys)["saved_for_backward_mb"].mean()
+    standard = b[bench_variant == "adapted_autograd"].groupby(keys)["saved_for_backward_mb"].mean()
+    plain = b[bench_variant.isin(["plain", "adapted"])].groupby(keys)["saved_for_backward_mb"].mean()
     reference = standard.combine_first(plain[~plain.index.isin(standard.index)]) if len(standard) else plain
     ratio = (eff / reference).dropna()
     if len(standard):  # rows whose only reference is the fused kernel (memory-efficient itself) say nothing
@@ -471,16 +471,16 @@ def c9(runs, curves, bench, **_) -> Finding:
     verdicts, named, heads, details = [], [], [], []
     for k in kernels:
         g = r[(kernel == k)]
-        for variant in sorted(set(g["variant"])):
-            both = pd.concat([g[g["variant"] == variant].assign(method=variant), base.assign(method="base")])
-            p = paired(both, "acc1", variant, "base", ["hardware", "backbone"])
+        for ablation in sorted(set(g["variant"])):
+            both = pd.concat([g[g["variant"] == ablation].assign(method=ablation), base.assign(method="base")])
+            p = paired(both, "acc1", ablation, "base", ["hardware", "backbone"])
             for _, row in p.iterrows():
                 v = interval_verdict(row, 0.0, strict=True)
                 verdicts.append(v)
                 named.append((f"{k} [{row['hardware']}]", v))
                 heads.append(f"{k} - bilinear {_short(row)}")
-                share = g[g["variant"] == variant].get("quadratic_share.end.median", pd.Series(dtype=float)).mean()
-                details.append(f"{row['backbone']} [{row['hardware']}] {variant} (kernel {k}): {v}: {k} - bilinear "
+                share = g[g["variant"] == ablation].get("quadratic_share.end.median", pd.Series(dtype=float)).mean()
+                details.append(f"{row['backbone']} [{row['hardware']}] {ablation} (kernel {k}): {v}: {k} - bilinear "
                                f"top-1 {fmt_interval(row, unit=' pp')}; its quadratic share at the end {share:.3f}")
     verdict = overall(verdicts)
     why = _why(verdict, named, {FAILS: "a kernel ends below the bilinear adapter",

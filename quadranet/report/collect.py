@@ -19,8 +19,8 @@ import pandas as pd
 import yaml
 
 from .. import atomic
+from ..experiments.registry import MANIFEST_COLUMNS
 
-MANIFEST_COLUMNS = ["exp", "backbone", "method", "variant", "seed", "run"]
 PathLike = Union[str, Path]
 
 

@@ -286,12 +286,12 @@ def table2_pretraining_scale(runs, curves, bench, tolerance_pp: float = TOLERANC
                   ["acc1", "train_s", "pretrain_s", "source_images", "energy_wh", "co2e_g"])
     s["energy_how"] = energy_label(r, ["hardware", "backbone", "method", "variant"])
     rows = []
-    for (hw, bb, variant), g in r.groupby(["hardware", "backbone", "variant"], sort=False):
-        if variant == "none":
+    for (hw, bb, source), g in r.groupby(["hardware", "backbone", "variant"], sort=False):  # E2: source size
+        if source == "none":
             continue
         sub = pd.concat([g, r[(r["hardware"] == hw) & (r["backbone"] == bb) & (r["variant"] == "none")]])
         sv = savings(sub, curves, tolerance_pp, by=("hardware", "backbone"))
-        rows.append({"hardware": hw, "backbone": bb, "variant": variant, **({k: sv.iloc[0][k] for k in (
+        rows.append({"hardware": hw, "backbone": bb, "variant": source, **({k: sv.iloc[0][k] for k in (
             "target_acc1", "savings_to_target", "savings_lo", "savings_hi", "savings_seed_mean", "savings_seed_n",
             "savings_incl_pretraining")} if len(sv) else {})})
     if rows:

@@ -1,6 +1,7 @@
-"""Checkpoints: written atomically, loaded with `weights_only=True`, refused when they do not fit the run.
+"""Checkpoints: written atomically, loaded with `weights_only=True`, refused when they do not fit the run; and
+the weights file a finished run leaves (`WEIGHTS`, written atomically too).
 
-A checkpoint holds model, optimizer, scheduler and RNG states plus the run's progress and log lines, so
+A checkpoint holds model, optimizer, grad-scaler and RNG states plus the run's progress and log lines, so
 a rerun of the same command continues exactly where the last checkpoint left it. A checkpoint that
 cannot be read, or that was written under another config, stops the run with an error and stays on
 disk untouched: deciding to throw work away is the user's call.
@@ -11,10 +12,12 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from torch import nn
 
 from ..atomic import atomic_path
 
 LAST = "last.pt"
+WEIGHTS = "model.safetensors"  # a finished run's weights, in its folder
 
 
 class CheckpointError(RuntimeError):
@@ -47,3 +50,11 @@ def load_checkpoint(directory, config_hash: str, name: str = LAST) -> Optional[d
             f"config hashes to {config_hash}; it was left untouched: use another --out (or "
             f"train.checkpoint_dir), or delete it to start afresh")
     return state
+
+
+def save_weights(model: nn.Module, path) -> None:
+    """`model`'s state dict as a safetensors file at `path` (on the CPU, written atomically)."""
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))

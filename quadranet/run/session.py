@@ -1,37 +1,36 @@
-"""One run in its folder: what every task's training loop shares, in the manner of torchvision's references.
+"""The shared state of one run, handed by `run_folder` to the task's training loop, in the manner of
+torchvision's references.
 
-`run_folder` finds a complete run, or locks the folder (`lock.RunLock`), joins the process group torchrun set
-up and hands a `Session` to the task's loop. The session holds the device and autocast, the clocks and energy
-meter, the checkpoint (restore, save), the progress record, the log, seeding and RNG states, and the finish
-step: `model.safetensors`, then `metrics.json` (written last and atomically: its presence means the run
-completed), then the checkpoint dropped. A rerun of the same command resumes from the last checkpoint and
-replays the same batches (the data order depends only on seed and epoch), so an interrupted run ends with the
-metrics of an uninterrupted one; work after that checkpoint is lost and not counted.
+The session holds the device and autocast, the clocks and energy meter, the checkpoint (restore, save), the
+progress record, the log, seeding and RNG states, and the finish step: the weights file, then `metrics.json`
+(written last and atomically: its presence means the run completed), then the checkpoint dropped. A rerun of the
+same command resumes from the last checkpoint and replays the same batches (the data order depends only on seed
+and epoch), so an interrupted run ends with the metrics of an uninterrupted one; work after that checkpoint is
+lost and not counted.
+
+Every task restores in the same order: `resume` (model weights, RNG states, progress, clocks and energy), then,
+once the loop has built the optimizer of the current stage, `restore_optimizer` (optimizer and grad scaler).
 """
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
-import random
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
-import numpy as np
 import torch
 from torch import nn
 
 from .. import atomic
 from . import accounting, checkpoint
-from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
-from .lock import RunLock
+from .device import amp_dtype, resolve_device
+from .distributed import DistInfo, all_reduce_sum, barrier
 from .logger import Logger
+from .rng import rng_state, seed_everything, set_rng_state
 
-WEIGHTS = "model.safetensors"
+METRICS = "metrics.json"  # written last: a run folder holding it is complete
 # start-up counts from the process start where the OS says when that was, else from this import
 PROCESS_START = time.perf_counter() - (accounting.process_age() or 0.0)
 
@@ -60,89 +59,9 @@ class Progress:
     log: list = field(default_factory=list)  # every log line so far (log.jsonl is rewritten from it on resume)
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict:
-    """RNG states as tensors (a weights_only checkpoint holds nothing else)."""
-    _, keys, pos, *_ = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(np.append(keys, pos).astype(np.int64)),
-             "python": torch.tensor(random.getstate()[1], dtype=torch.int64)}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np_state = state["numpy"].numpy()
-    np.random.set_state(("MT19937", np_state[:-1].astype(np.uint32), int(np_state[-1]), 0, 0.0))
-    random.setstate((3, tuple(int(v) for v in state["python"].tolist()), None))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(list(state["cuda"]))
-
-
-def resolve_device(want: str, info: DistInfo = DistInfo()) -> torch.device:
-    """`train.device` ('auto', 'cpu', 'cuda') as this rank's device."""
-    if want == "auto":
-        want = "cuda" if torch.cuda.is_available() else "cpu"
-    if want == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("train.device='cuda' but no CUDA device is available; use train.device=cpu or auto")
-        return torch.device("cuda", info.local_rank)
-    return torch.device("cpu")
-
-
-def amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
-    """`train.amp` as an autocast dtype (None: full precision); 'auto' is bf16 on GPU, none on CPU."""
-    if amp == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}[amp]
-
-
 def wall() -> float:
     """Wall seconds since the process started."""
     return time.perf_counter() - PROCESS_START
-
-
-def complete_metrics(out: Path, chash: str) -> Optional[dict]:
-    """The metrics of the complete run in `out` (None if it is not complete); refuses one of another config."""
-    metrics_path = out / "metrics.json"
-    if not metrics_path.exists():
-        return None
-    done = json.loads(metrics_path.read_text())
-    if done.get("config_hash") == chash:
-        print(f"run {out} is complete (config {chash}); nothing to do", file=sys.stderr)
-        return done
-    raise checkpoint.CheckpointError(
-        f"{metrics_path} holds a finished run with config hash {done.get('config_hash')}, not {chash}; "
-        f"use another --out or delete that folder")
-
-
-def run_folder(cfg, out, chash: str, body: Callable[["Session"], dict], command: Optional[list] = None) -> dict:
-    """The metrics of run `cfg` (config hash `chash`) in folder `out`: those already there if it is complete,
-    else what `body(session)` returns. The folder is locked meanwhile (rank 0 holds the lock for a torchrun
-    job), and `body` runs inside the process group, if any."""
-    out = Path(out)
-    done = complete_metrics(out, chash)
-    if done is not None:
-        return done
-    lock = RunLock(out) if int(os.environ.get("RANK", "0")) == 0 else None
-    with lock or contextlib.nullcontext():
-        done = complete_metrics(out, chash)  # finished by a trainer that held the folder until just now
-        if done is not None:
-            return done
-        info = init_distributed("cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu")
-        try:
-            metrics = body(Session(cfg, out, chash, info, command))
-        finally:
-            cleanup(info)
-        if lock is not None:  # a complete run needs no lock; any later trainer re-checks metrics.json first
-            lock.path.unlink(missing_ok=True)
-        return metrics
 
 
 class Window:
@@ -175,12 +94,13 @@ class Window:
 class Session:
     """The shared state of one run: device, autocast and grad scaler, clocks, energy, checkpoint, progress, log.
 
-    The task's loop builds its model and data, calls `resume`, and then drives `begin_epoch`, `optimizer_step`,
-    `step_done`, `log_step`, `save`, `evaluate`, `end_epoch` and finally `finish`."""
+    The task's loop builds its model and data, calls `resume`, builds its optimizer and calls `restore_optimizer`,
+    and then drives `begin_epoch`, `optimizer_step`, `step_done`, `log_step`, `save`, `evaluate`, `end_epoch` and
+    finally `finish`."""
 
     def __init__(self, cfg, out: Path, chash: str, info: DistInfo, command: Optional[list] = None):
         self.cfg, self.out, self.chash, self.info, self.command = cfg, out, chash, info, command
-        self.device = resolve_device(cfg.train.device, info)
+        self.device = resolve_device(cfg.train.device, info.local_rank, key="train.device")
         self.clock = accounting.DeviceClock(self.device, info.world_size)
         self.clock.seconds["startup"] = wall() * info.world_size
         self.clock.start("startup")  # ends when the first evaluation, probe or training phase starts
@@ -215,7 +135,8 @@ class Session:
         return self.progress
 
     def restore_optimizer(self, optimizer: torch.optim.Optimizer, stage: int = 0) -> None:
-        """Optimizer and grad-scaler states of the checkpoint, if it was written in stage `stage`."""
+        """Optimizer and grad-scaler states of the checkpoint, if it was written in stage `stage` (after `resume`:
+        the progress it restores says which stage the loop is in)."""
         if self.state is not None and self.state["progress"].get("stage", 0) == stage:
             optimizer.load_state_dict(self.state["optimizer"])
             self.scaler.load_state_dict(self.state["scaler"])
@@ -367,8 +288,8 @@ class Session:
         """Write the weights, then metrics.json (last, atomically), then drop the checkpoint unless
         train.keep_checkpoint; returns `metrics`."""
         if self.info.is_main:
-            save_weights(model, self.out / WEIGHTS)
-            atomic.write_json(self.out / "metrics.json", metrics)
+            checkpoint.save_weights(model, self.out / checkpoint.WEIGHTS)
+            atomic.write_json(self.out / METRICS, metrics)
             if not self.cfg.train.keep_checkpoint:
                 (self.ckpt_dir / checkpoint.LAST).unlink(missing_ok=True)
                 with contextlib.suppress(OSError):
@@ -376,43 +297,3 @@ class Session:
         self.energy.close()
         barrier(self.info)
         return metrics
-
-
-def weight_decay_groups(model: nn.Module, weight_decay: float) -> list:
-    """Optimizer groups of the trainable parameters: weight decay on matrices and kernels only, not on norms and
-    biases (as timm does)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def save_weights(model: nn.Module, path: Path) -> None:
-    from safetensors.torch import save_file
-
-    with atomic.atomic_path(path) as tmp:
-        save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
-
-
-def check_eval_overrides(overrides: tuple, allowed: tuple = ("data.", "train.device")) -> None:
-    """Evaluating a finished run may change its data and where it runs, nothing it was trained with."""
-    from ..config import ConfigError
-
-    bad = [o for o in overrides if not o.startswith(allowed)]
-    if bad:
-        raise ConfigError(f"eval overrides must be data.* (or {' / '.join(allowed[1:])}), got {bad}")
-
-
-def evaluate_model(cfg, model: nn.Module, fn: Callable, chash: Optional[str] = None, out=None, **fields) -> dict:
-    """`fn(model, device, info, amp)` of a finished run's model, on one device, timed, with provenance; written
-    to JSON file `out` if given."""
-    device = resolve_device(cfg.train.device)
-    model.to(device)
-    clock = accounting.DeviceClock(device, 1)
-    clock.start("eval")
-    result = fn(model, device, DistInfo(), amp_dtype(cfg.train.amp, device))
-    clock.stop()
-    result.update(**fields, device_seconds=clock.seconds["eval"],
-                  provenance=accounting.provenance(cfg.to_dict(), chash, cfg.seed, 1, device.type))
-    if out:
-        atomic.write_json(out, result)
-    return result

@@ -184,13 +184,14 @@ def test_run_config_subsets_and_shift_reach_the_imagenet_reader(tree):
     """data.train_per_class / train_limit / eval_limit / shift of a run config (E2's source subsets, E3's shifts)."""
     import timm
 
-    from quadranet.classify.build import build_data
-    from quadranet.config import load_config
+    from quadranet.classify.config import load_config
+    from quadranet.classify.data import build_datasets
 
     common = ["data.dataset=imagenet21k", f"data.root={tree}", "data.resolution=16", "model.arch=test_convnext"]
     model = timm.create_model("test_convnext", num_classes=3)
-    train, evals = build_data(load_config(overrides=common + ["data.train_per_class=2", "data.eval_limit=4",
-                                                              "data.shift=solarize", "data.shift_strength=1.0"]), model)
+    train, evals = build_datasets(load_config(overrides=common + ["data.train_per_class=2", "data.eval_limit=4",
+                                                                  "data.shift=solarize", "data.shift_strength=1.0"]),
+                                  model)
     assert train.targets == [0, 0, 1, 1, 2, 2] and len(evals) == 4
     assert train.transform.shift.name == evals.transform.shift.name == "solarize"
     train, evals = build_data(load_config(overrides=common + ["data.train_limit=5"]), model)

@@ -3,27 +3,26 @@ import argparse
 
 import pytest
 
-from quadranet.config import ConfigError
+from quadranet.config import ConfigError, to_yaml
 from quadranet.detection import cli
-from quadranet.detection.config import (PRESETS, SCHEDULES, config_hash, default_trainable, load_detection_config,
-                                        to_yaml)
+from quadranet.detection.config import PRESETS, SCHEDULES, config_hash, default_trainable, load_config
 from quadranet.detection.synthetic import CanvasSpec
 
 
 def test_defaults_are_the_embedded_run():
-    cfg = load_detection_config()
+    cfg = load_config()
     assert cfg.method == "scratch" and cfg.model.detector == "maskrcnn" and cfg.data.dataset == "fashion_mnist_canvas"
     assert cfg.epochs == 5 and cfg.lr_steps == SCHEDULES["1x"][1] and cfg.out_indices == (-4, -3, -2, -1) and cfg.masks
     assert cfg.data.canvas.canvas == cfg.data.min_size == cfg.data.max_size == CanvasSpec().canvas == 96
     assert not cfg.freeze_bn and default_trainable(cfg) == ["all"]
-    fcos = load_detection_config(overrides=["model.detector=fcos", "method=adapt", "model.pretrained=offline"])
+    fcos = load_config(overrides=["model.detector=fcos", "method=adapt", "model.pretrained=offline"])
     assert fcos.out_indices == (-3, -2, -1) and not fcos.masks and fcos.freeze_bn
     assert default_trainable(fcos) == ["quadratic", "head"]
 
 
 @pytest.mark.parametrize("preset,epochs,steps", [("coco_1x", 12, (2 / 3, 8 / 9)), ("coco_3x", 36, (7 / 9, 25 / 27))])
 def test_coco_presets_follow_detectron2_schedules(preset, epochs, steps):
-    cfg = load_detection_config(preset=preset, overrides=["data.root=/data/coco"])
+    cfg = load_config(preset=preset, overrides=["data.root=/data/coco"])
     assert cfg.data.dataset == "coco" and cfg.data.min_size == 800 and cfg.data.max_size == 1333
     assert cfg.epochs == epochs and cfg.lr_steps == pytest.approx(steps)
     assert cfg.train.optimizer == "sgd" and cfg.train.lr == 0.02 and cfg.data.batch_size == 16
@@ -33,13 +32,13 @@ def test_coco_presets_follow_detectron2_schedules(preset, epochs, steps):
 
 
 def test_yaml_round_trip_and_hash(tmp_path):
-    cfg = load_detection_config(overrides=["method=adapt", "model.pretrained=offline", "adapter.rank=2"])
+    cfg = load_config(overrides=["method=adapt", "model.pretrained=offline", "adapter.rank=2"])
     path = tmp_path / "c.yaml"
     path.write_text(to_yaml(cfg))
-    again = load_detection_config(path)
+    again = load_config(path)
     assert again == cfg and config_hash(again) == config_hash(cfg)
-    assert config_hash(load_detection_config(path, ["train.log_every=1"])) == config_hash(cfg)  # run control
-    assert config_hash(load_detection_config(path, ["train.lr=0.01"])) != config_hash(cfg)
+    assert config_hash(load_config(path, ["train.log_every=1"])) == config_hash(cfg)  # run control
+    assert config_hash(load_config(path, ["train.lr=0.01"])) != config_hash(cfg)
 
 
 @pytest.mark.parametrize("overrides,message", [
@@ -66,14 +65,14 @@ def test_yaml_round_trip_and_hash(tmp_path):
 ])
 def test_bad_values_are_one_clear_error(overrides, message):
     with pytest.raises(ConfigError, match=message):
-        load_detection_config(overrides=overrides)
+        load_config(overrides=overrides)
 
 
 def test_unknown_preset_and_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="unknown preset 'coco_9x'"):
-        load_detection_config(preset="coco_9x")
+        load_config(preset="coco_9x")
     with pytest.raises(ConfigError, match="does not exist"):
-        load_detection_config(tmp_path / "none.yaml")
+        load_config(tmp_path / "none.yaml")
 
 
 def test_cli_parser():

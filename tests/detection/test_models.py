@@ -6,8 +6,8 @@ from torch import nn
 
 from quadranet import convert
 from quadranet.config import ConfigError
-from quadranet.detection.config import default_trainable, load_detection_config
-from quadranet.detection.models import build_detector, parameter_groups, set_trainable
+from quadranet.detection.config import default_trainable, load_config
+from quadranet.detection.model import build_model, parameter_groups, set_trainable
 
 SMALL = ["data.min_size=64", "data.max_size=64", "model.fpn_channels=16", "model.box_head_dim=32",
          "model.mask_head_layers=[16]", "model.rpn_proposals=50", "model.roi_batch=32"]
@@ -42,8 +42,8 @@ def batch(n=2, size=64, masks=True):
 def test_one_training_step_of_each_detector(detector, method, losses):
     over = SMALL + [f"model.detector={detector}", f"method={method}"] + (["model.fpn_channels=32"] if detector == "fcos" else [])
     over += [] if method == "scratch" else ["model.pretrained=offline"]
-    cfg = load_detection_config(overrides=over)
-    model, info = build_detector(cfg, num_classes=3)
+    cfg = load_config(overrides=over)
+    model, info = build_model(cfg, num_classes=3)
     n = set_trainable(model, default_trainable(cfg))
     assert info["num_classes"] == 3 and info["adapters"] == (16 if method == "adapt" else 0)
     model.train()
@@ -65,8 +65,8 @@ def test_one_training_step_of_each_detector(detector, method, losses):
 
 
 def test_adapt_backbone_computes_the_pretrained_features_at_init():
-    adapt, _ = build_detector(load_detection_config(overrides=SMALL + PRETRAINED), 3)
-    first, _ = build_detector(load_detection_config(overrides=SMALL + ["method=finetune", "model.pretrained=offline"]), 3)
+    adapt, _ = build_model(load_config(overrides=SMALL + PRETRAINED), 3)
+    first, _ = build_model(load_config(overrides=SMALL + ["method=finetune", "model.pretrained=offline"]), 3)
     reference = timm.create_model("tf_efficientnet_lite0", features_only=True, out_indices=(1, 2, 3, 4)).eval()
     from quadranet.models.pretrained import pretrained
 
@@ -90,8 +90,8 @@ def test_adapt_backbone_computes_the_pretrained_features_at_init():
 def test_pretrained_backbones_freeze_batchnorm_scratch_trains_it():
     from timm.layers import FrozenBatchNormAct2d
 
-    scratch, _ = build_detector(load_detection_config(overrides=SMALL), 3)
-    adapt, _ = build_detector(load_detection_config(overrides=SMALL + PRETRAINED), 3)
+    scratch, _ = build_model(load_config(overrides=SMALL), 3)
+    adapt, _ = build_model(load_config(overrides=SMALL + PRETRAINED), 3)
     assert any(isinstance(m, nn.BatchNorm2d) for m in scratch.backbone.body.modules())
     assert not any(isinstance(m, nn.BatchNorm2d) for m in adapt.backbone.body.modules())
     assert any(isinstance(m, FrozenBatchNormAct2d) for m in adapt.backbone.body.modules())
@@ -102,8 +102,8 @@ def test_weights_from_a_classification_run_folder(tmp_path):
 
     source = timm.create_model("tf_efficientnet_lite0", num_classes=10)  # a first-order run's whole model
     save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "model.safetensors"))
-    cfg = load_detection_config(overrides=SMALL + ["method=adapt", f"model.pretrained={tmp_path}"])
-    model, info = build_detector(cfg, 3)
+    cfg = load_config(overrides=SMALL + ["method=adapt", f"model.pretrained={tmp_path}"])
+    model, info = build_model(cfg, 3)
     assert info["unused_pretrained_entries"] == 8  # conv_head, bn2 (5), classifier (2)
     body = convert.unquadratize(model.backbone.body).state_dict()
     src = source.state_dict()
@@ -113,17 +113,17 @@ def test_weights_from_a_classification_run_folder(tmp_path):
     one_channel = timm.create_model("tf_efficientnet_lite0", num_classes=10, in_chans=1)
     save_file({k: v.contiguous() for k, v in one_channel.state_dict().items()}, str(tmp_path / "one.safetensors"))
     with pytest.raises(ConfigError, match=r"conv_stem.weight.*shape \(32, 1, 3, 3\).*expects \(32, 3, 3, 3\)"):
-        build_detector(load_detection_config(overrides=SMALL + ["method=finetune",
+        build_model(load_config(overrides=SMALL + ["method=finetune",
                                                                  f"model.pretrained={tmp_path / 'one.safetensors'}"]), 3)
     quad = convert.quadratize(timm.create_model("tf_efficientnet_lite0", num_classes=10), rank=4)
     save_file({k: v.contiguous() for k, v in quad.state_dict().items()}, str(tmp_path / "quad.safetensors"))
     quad_file = f"model.pretrained={tmp_path / 'quad.safetensors'}"
     with pytest.raises(ConfigError, match="already quadratized"):
-        build_detector(load_detection_config(overrides=SMALL + ["method=adapt", quad_file]), 3)
-    model, info = build_detector(load_detection_config(overrides=SMALL + ["method=finetune", quad_file]), 3)
+        build_model(load_config(overrides=SMALL + ["method=adapt", quad_file]), 3)
+    model, info = build_model(load_config(overrides=SMALL + ["method=finetune", quad_file]), 3)
     assert info["pretrained_quadratic"] and info["adapters"] == 16
     with pytest.raises(ConfigError, match="no such .safetensors file or run folder"):
-        build_detector(load_detection_config(overrides=SMALL + ["method=finetune",
+        build_model(load_config(overrides=SMALL + ["method=finetune",
                                                                  f"model.pretrained={tmp_path / 'nowhere'}"]), 3)
 
 
@@ -134,9 +134,9 @@ def test_convnext_backbone_from_a_timm_checkpoint(tmp_path):
 
     source = timm.create_model("test_convnext")
     save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "m.safetensors"))
-    cfg = load_detection_config(overrides=SMALL + ["model.backbone=test_convnext", "method=adapt",
+    cfg = load_config(overrides=SMALL + ["model.backbone=test_convnext", "method=adapt",
                                                    f"model.pretrained={tmp_path / 'm.safetensors'}"])
-    model, info = build_detector(cfg, 3)
+    model, info = build_model(cfg, 3)
     assert model.backbone.strides == [4, 8, 16, 32] and info["adapters"] > 0
     assert info["unused_pretrained_entries"] == 4  # head norm and fc
     out = model(*batch())
@@ -144,14 +144,14 @@ def test_convnext_backbone_from_a_timm_checkpoint(tmp_path):
 
 
 def test_structure_only_build_loads_a_trained_state():
-    cfg = load_detection_config(overrides=SMALL + PRETRAINED)
-    trained, _ = build_detector(cfg, 3)
-    bare, _ = build_detector(cfg, 3, weights=False)
+    cfg = load_config(overrides=SMALL + PRETRAINED)
+    trained, _ = build_model(cfg, 3)
+    bare, _ = build_model(cfg, 3, weights=False)
     bare.load_state_dict(trained.state_dict())  # same keys and shapes (frozen BN and adapters included)
 
 
 def test_unknown_backbone_is_a_config_error():
     with pytest.raises(ConfigError, match="model.backbone='no_such_net' is not a timm model"):
-        build_detector(load_detection_config(overrides=SMALL + ["model.backbone=no_such_net"]), 3)
+        build_model(load_config(overrides=SMALL + ["model.backbone=no_such_net"]), 3)
     with pytest.raises(ConfigError, match="has weights for"):
-        build_detector(load_detection_config(overrides=SMALL + ["model.backbone=resnet18"] + PRETRAINED), 3)
+        build_model(load_config(overrides=SMALL + ["model.backbone=resnet18"] + PRETRAINED), 3)

@@ -1,5 +1,7 @@
 # Stage 3: collect every run folder (and the reference runs committed under results/reference/<hardware>/)
 # into pandas, then tables, figures and the claims report. Only the `quadranet` CLI runs here.
+import pandas as pd
+
 from quadranet.report import BAND, FIGURES, TABLES
 
 COLLECTED = {name: f"results/collected/{name}.csv" for name in ("runs", "curves", "bench")}
@@ -75,7 +77,7 @@ rule figures:
 rule claims:
     input:
         **COLLECTED,
-        paper=repo_path("workflow/paper_numbers.yaml"),
+        paper=f"{workflow.basedir}/workflow/paper_numbers.yaml",
     output:
         md=report("results/claims.md", category="Claims", caption="../report/claims.rst"),
         csv="results/claims.csv",

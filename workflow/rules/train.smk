@@ -9,7 +9,7 @@ rule run_config:
     log:
         "results/logs/configs/{run}.log",
     params:
-        text=lambda w: yaml.safe_dump(run_config(w.run), sort_keys=False),
+        text=lambda w: yaml.safe_dump(REGISTRY.config(w.run), sort_keys=False),
     localrule: True
     conda:
         "../../envs/quadranet.yaml"

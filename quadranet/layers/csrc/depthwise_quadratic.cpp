@@ -136,7 +136,7 @@ struct Geometry {
 };
 
 // Register-blocked blocks of V channels for a rank known at compile time: the 2 x R factor accumulators stay in
-// vector registers across the taps (the generic path below keeps them in memory and runs 3-8x slower).
+// vector registers across the taps (the generic path below keeps them in memory and runs several times slower).
 template <typename T, int R, int V>
 inline void factors_block(const Geometry& g, const T* __restrict__ xa, const T* __restrict__ xb,
                           const T* __restrict__ wa, const T* __restrict__ wb, int taps, const int64_t* offset,

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from quadranet.bench import speed as bench
+from quadranet.bench import speed
 from quadranet.layers import fused
 from quadranet.cli import main
 
@@ -31,15 +31,15 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def model_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "bench.csv"
-    _cli(["bench", "--model", "convnext_atto", "--num-classes", "10", "--variants", *bench.VARIANTS,
+    _cli(["bench", "--model", "convnext_atto", "--num-classes", "10", "--variants", *speed.VARIANTS,
           "--batch", "2", "--input-size", "32", "--steps", "2", "--warmup", "1", "--device", "cpu", "--out", str(out)])
     return out, pd.read_csv(out)
 
 
 def test_rows_for_each_variant_and_mode(model_run):
     _, df = model_run
-    assert list(df.columns[:len(bench.COLUMNS)]) == list(bench.COLUMNS)
-    assert sorted(zip(df.variant, df["mode"])) == sorted((v, m) for v in bench.VARIANTS for m in bench.MODES)
+    assert list(df.columns[:len(speed.COLUMNS)]) == list(speed.COLUMNS)
+    assert sorted(zip(df.variant, df["mode"])) == sorted((v, m) for v in speed.VARIANTS for m in speed.MODES)
     assert (df.images_per_s > 0).all() and (df.step_ms > 0).all() and (df.batch == 2).all()
     assert (df.device == "cpu").all() and (df.dtype == "float32").all() and df.peak_mem_mb.isna().all()
 
@@ -64,7 +64,7 @@ def test_flops_ratio_counts_the_added_terms(model_run):
 
 def test_cpu_variants_take_turns():
     calls = []
-    timed = bench.time_steps({"a": lambda x: calls.append("a"), "b": lambda x: calls.append("b")},
+    timed = speed.time_steps({"a": lambda x: calls.append("a"), "b": lambda x: calls.append("b")},
                              lambda: (None,), steps=3, warmup=1, device=torch.device("cpu"))
     assert calls == ["a", "b"] * 4
     assert {k: len(t) for k, (t, _, _) in timed.items()} == {"a": 3, "b": 3}
@@ -82,7 +82,7 @@ class FakeMeter:
 
 
 def test_cpu_energy_is_mean_power_times_step_time():
-    timed = bench.time_steps({"fast": lambda x: time.sleep(0.01), "slow": lambda x: time.sleep(0.03)},
+    timed = speed.time_steps({"fast": lambda x: time.sleep(0.01), "slow": lambda x: time.sleep(0.03)},
                              lambda: (None,), steps=4, warmup=1, device=torch.device("cpu"), meter=FakeMeter(50.0))
     for key, (t, _, joules) in timed.items():
         assert joules == pytest.approx(50.0 * np.median(t), rel=0.05), key  # the meter's 50 W x the step time
@@ -109,7 +109,7 @@ def test_trainable_params_and_saved_memory(model_run):
 
 def test_csv_and_provenance_written(model_run):
     out, df = model_run
-    assert len(df) == 2 * len(bench.VARIANTS)
+    assert len(df) == 2 * len(speed.VARIANTS)
     prov = json.loads(out.with_suffix(".json").read_text())
     assert prov["command"].startswith("quadranet") and prov["versions"]["torch"] == torch.__version__
     assert "git_commit" in prov and "date" in prov and prov["config"]["model"] == "convnext_atto"
@@ -127,7 +127,7 @@ def test_layer_mode_memory_efficient_saves_less(tmp_path, monkeypatch):
     """The memory-efficient product keeps less than autograd's standard backward (`adapted_autograd`), and so
     does the fused CPU kernel, with or without the flag; where the kernel is not built, the flag decides."""
     fused_saved = _layer_run(tmp_path / "fused.csv")
-    assert sorted(fused_saved.index) == sorted(bench.LAYER_VARIANTS)
+    assert sorted(fused_saved.index) == sorted(speed.LAYER_VARIANTS)
     assert fused_saved["adapted"] == fused_saved["adapted_memeff"] < fused_saved["adapted_autograd"]
     monkeypatch.setattr(fused, "_BUILT", {"ops": None})  # as where the kernel cannot be built
     saved = _layer_run(tmp_path / "grouped.csv")
@@ -145,12 +145,12 @@ def test_layer_mode_memory_efficient_saves_less(tmp_path, monkeypatch):
 ])
 def test_bad_options_are_value_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        bench.benchmark(**{**TINY, "device": "cpu", **kwargs})
+        speed.benchmark(**{**TINY, "device": "cpu", **kwargs})
 
 
 @pytest.mark.gpu
 def test_gpu_bf16_channels_last_peak_memory():
-    df = bench.benchmark("convnext_atto", ["adapted", "adapted_memeff"], batch=32, input_size=128, steps=3, warmup=2)
+    df = speed.benchmark("convnext_atto", ["adapted", "adapted_memeff"], batch=32, input_size=128, steps=3, warmup=2)
     assert (df.dtype == "bfloat16").all() and df.channels_last.all() and (df.peak_mem_mb > 0).all()
     train = df[df["mode"] == "train"].set_index("variant")
     assert train.peak_mem_mb["adapted_memeff"] < train.peak_mem_mb["adapted"]
@@ -160,7 +160,7 @@ def test_gpu_bf16_channels_last_peak_memory():
 
 @pytest.mark.gpu
 def test_gpu_layer_mode_compiled():
-    df = bench.benchmark_layer(channels=96, batch=16, input_size=56, steps=3, warmup=2, compile=True)
+    df = speed.benchmark_layer(channels=96, batch=16, input_size=56, steps=3, warmup=2, compile=True)
     assert df.compile.all() and (df.step_ms > 0).all()
     train = df[df["mode"] == "train"].set_index("variant")
     assert train.saved_for_backward_mb["adapted_memeff"] < train.saved_for_backward_mb["adapted"]
@@ -168,12 +168,12 @@ def test_gpu_layer_mode_compiled():
 
 def test_kernel_variants_by_name():
     """The adapter's rbf kernels are bench variants asked for by name; the default list leaves them out."""
-    assert not set(bench.KERNEL_VARIANTS) & set(bench.VARIANTS)
-    df = bench.benchmark(model="test_convnext", variants=["adapted", *bench.KERNEL_VARIANTS], modes=["train"],
+    assert not set(speed.KERNEL_VARIANTS) & set(speed.VARIANTS)
+    df = speed.benchmark(model="test_convnext", variants=["adapted", *speed.KERNEL_VARIANTS], modes=["train"],
                          num_classes=10, device="cpu", **TINY)
     rows = df.set_index("variant")
     assert list(rows.index) == ["first_order", "adapted", "adapted_rbf", "adapted_rbf_in"]
-    assert (rows.loc[list(bench.KERNEL_VARIANTS), "flops_ratio"] > 1).all()
+    assert (rows.loc[list(speed.KERNEL_VARIANTS), "flops_ratio"] > 1).all()
     # rbf: one projection weight and two BatchNorm parameters per channel instead of rank projection weights;
     # rbf_in adds the dense 1x1 projections P_a, P_b
     assert rows.loc["adapted_rbf", "params"] < rows.loc["adapted", "params"] < rows.loc["adapted_rbf_in", "params"]

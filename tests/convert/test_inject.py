@@ -1,4 +1,5 @@
-"""quadratize / unquadratize on real timm and torchvision models (peft-style table-driven checks)."""
+"""quadratize / unquadratize and the layers they choose, on real timm and torchvision models (peft-style
+table-driven checks)."""
 import pytest
 import timm
 import torch
@@ -6,7 +7,7 @@ import torchvision
 from torch import nn
 
 import quadranet
-from quadranet.convert import adapters, select_layers
+from quadranet.convert import lora_adapters, quadratic_adapters, select_layers
 
 MODELS = {
     "timm/convnext_atto": lambda: timm.create_model("convnext_atto", num_classes=10),
@@ -27,7 +28,7 @@ def test_exact_at_init_then_differs_after_one_quadratic_step(name):
         ref = model(x)
     primary = {k: v.clone() for k, v in model.state_dict().items()}
     quadranet.quadratize(model, rank=4)
-    assert len(list(adapters(model))) == EXPECTED_LAYERS[name]
+    assert len(list(quadratic_adapters(model))) == EXPECTED_LAYERS[name]
     with torch.no_grad():
         out = model(x)
     assert (out - ref).abs().max().item() <= 1e-5
@@ -44,7 +45,7 @@ def test_exact_at_init_then_differs_after_one_quadratic_step(name):
         after = model(x)
     # random-init ConvNeXt scales each block by layer-scale 1e-6, so the logits move little; any move counts
     assert (after - ref).abs().max().item() > 0
-    assert any(a.quad_out.weight.abs().sum() > 0 for _, a in adapters(model))
+    assert any(a.quad_out.weight.abs().sum() > 0 for _, a in quadratic_adapters(model))
     quadranet.unquadratize(model)  # the primary weights were never touched
     for k, v in model.state_dict().items():
         assert torch.equal(v, primary[k]), k
@@ -82,56 +83,9 @@ def test_unquadratize_restores_the_first_order_model():
     keys = list(model.state_dict())
     quadranet.unquadratize(quadranet.quadratize(model, targets="spatial"))
     assert list(model.state_dict()) == keys
-    assert not list(adapters(model))
+    assert not list(quadratic_adapters(model))
 
 
-def test_quadratic_disabled_gives_the_primary_function():
-    model = quadranet.quadratize(timm.create_model("convnext_atto").eval())
-    for p in quadranet.quadratic_parameters(model):
-        nn.init.normal_(p)
-    x = torch.randn(1, 3, 32, 32)
-    with torch.no_grad():
-        quad = model(x)
-        with quadranet.quadratic_disabled(model):
-            plain = model(x)
-        assert not torch.allclose(quad, plain)
-        assert torch.equal(model(x), quad)
-
-
-@pytest.mark.parametrize("rank", [1, 4, 8])
-def test_conversion_report_counts(rank):
-    model = quadranet.quadratize(timm.create_model("convnext_atto"), rank=rank)
-    report = quadranet.conversion_report(model, input_size=(3, 64, 64))
-    added = sum(p.numel() for p in quadranet.quadratic_parameters(model))
-    assert report.params_added == added and len(report.layers) == 12
-    # first stage: 40 channels, 3x3 factors: 2 * (40*rank*9) weights + 40*rank in the output projection
-    assert report.layers[0].params_added == 2 * 40 * rank * 9 + 40 * rank
-    # its FLOPs at 64x64 (16x16 grid after the stem): 2 per multiply-add
-    assert report.layers[0].flops_added == 2 * 16 * 16 * (2 * 40 * rank * 9 + 40 * rank)
-    assert report.flops_added == sum(r.flops_added for r in report.layers) > 0
-
-
-def test_load_first_order_state_dict():
-    source = timm.create_model("resnet18")
-    model = quadranet.quadratize(timm.create_model("resnet18"))
-    quadranet.load_first_order_state_dict(model, source.state_dict())
-    assert torch.equal(model.conv1.primary.weight, source.conv1.weight)
-    bad = dict(source.state_dict())
-    bad["layer1.0.conv1.weight"] = torch.zeros(64, 64, 5, 5)
-    with pytest.raises(ValueError, match=r"'layer1\.0\.conv1\.primary\.weight' has shape \(64, 64, 5, 5\).*\(64, 64, 3, 3\)"):
-        quadranet.load_first_order_state_dict(model, bad)
-
-
-def test_quadratic_share_is_zero_at_init_and_counts_every_kind_of_term():
-    from quadranet.convert import init_quadratic_for_scratch, quadratic_share
-
-    x = [torch.randn(4, 3, 32, 32)]
-    model = timm.create_model("test_convnext", num_classes=5)
-    assert quadratic_share(model, x) is None  # nothing added
-    quadranet.quadratize(model, rank=2)
-    assert quadratic_share(model, x) == {"median": 0.0, "max": 0.0, "layers": 9}  # P = 0: exact at init
-    init_quadratic_for_scratch(model)
-    share = quadratic_share(model, x)
-    assert 0 < share["median"] <= share["max"] and model.training  # measured in eval mode, mode restored
-    v1 = timm.create_model("quadranet_v1_test", num_classes=5)
-    assert quadratic_share(v1, x)["layers"] == 9 and quadratic_share(v1, x)["median"] > 0
+def test_quadratic_adapters_leaves_out_lora_adapters():
+    model = quadranet.lora_adapt(timm.create_model("test_convnext", num_classes=5), rank=2)
+    assert quadratic_adapters(model) == [] and len(lora_adapters(model)) == 9

@@ -1,4 +1,5 @@
-"""torchvision detectors (Mask R-CNN, FCOS, RetinaNet) on a timm backbone with a feature pyramid.
+"""The model of a detection run: a torchvision detector (Mask R-CNN, FCOS, RetinaNet) on a timm backbone with
+a feature pyramid.
 
 The backbone is any timm model created with `features_only=True`; its levels `out_indices` feed a
 torchvision `FeaturePyramidNetwork` (as `BackboneWithFPN` does for torchvision's own backbones). Methods,
@@ -15,7 +16,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Optional
 
-import timm
 import torch
 from torch import nn
 from torchvision.models.detection import FCOS, MaskRCNN, RetinaNet
@@ -31,7 +31,7 @@ from ..models.build import create_model, quadratize_options, resolve_arch, weigh
 from ..models.pretrained import PRETRAINED
 from .config import DetectionConfig
 
-__all__ = ["TimmFPNBackbone", "build_backbone", "build_detector", "parameter_groups", "set_trainable"]
+__all__ = ["TimmFPNBackbone", "build_backbone", "build_model", "parameter_groups", "set_trainable"]
 
 
 class TimmFPNBackbone(nn.Module):
@@ -151,7 +151,7 @@ def _normalisation(body: nn.Module) -> tuple[list, list]:
     return list(pc.get("mean", (0.485, 0.456, 0.406))), list(pc.get("std", (0.229, 0.224, 0.225)))
 
 
-def build_detector(cfg: DetectionConfig, num_classes: int, weights: bool = True) -> tuple[nn.Module, dict]:
+def build_model(cfg: DetectionConfig, num_classes: int, weights: bool = True) -> tuple[nn.Module, dict]:
     """The run's detector for `num_classes` classes (background included) and what building it did.
     `weights=False`: the same structure without loading pretrained weights."""
     m, d = cfg.model, cfg.data
@@ -193,7 +193,7 @@ def build_detector(cfg: DetectionConfig, num_classes: int, weights: bool = True)
 
 
 def parameter_groups(model: nn.Module) -> dict:
-    """Trainable groups (config.TRAINABLE) of a detector: ids of their parameters."""
+    """Trainable groups (`config.TRAINABLE`) of a detector: ids of their parameters."""
     body = model.backbone.body
     quadratic = {id(p) for p in convert.quadratic_parameters(body)}
     in_body = {id(p) for p in body.parameters()}

@@ -1,11 +1,11 @@
 """`quadranet plan`: the device-hours a workflow config will cost, per run, per experiment and in all, before
 anything runs.
 
-The runs are the workflow's own registry (the Snakefile parsed with the config, as `snakemake -n` parses it, with
-the data and weights checks off, so a paper-scale config can be planned before its data is on disk). Each run's
-work is images x epochs from its resolved config (`quadranet.config`): training images per epoch (the
-`train_per_class` subset, or the whole training set) times each stage's epochs, and the evaluation images of each
-evaluation (every `train.eval_every` epochs, at the chosen `train.eval_steps` and at the end; the evaluation before
+The runs are the workflow's own registry (`quadranet.experiments.build_registry` of the config and its backbone
+sheet, with the data and weights checks off, so a paper-scale config can be planned before its data is on disk).
+Each run's work is images x epochs from its resolved config (`quadranet.classify.config`): training images per epoch
+(the `train_per_class` subset, or the whole training set) times each stage's epochs, and the evaluation images of
+each evaluation (every `train.eval_every` epochs, at the chosen `train.eval_steps` and at the end; the evaluation before
 training and start-up are not a run's cost, as in metrics.json). Its throughput is images/s of `quadranet bench`
 on one device for the run's architecture, variant and mode:
 
@@ -22,8 +22,11 @@ An adapter with the rbf or rbf_in kernel costs its bilinear variant's time times
 adapted (the bench has the kernels as the all-trainable adapter only).
 
 Throughput comes from bench CSVs the user names (`--bench`, e.g. one measured on their GPU) or from a short probe
-on the present device (`--probe`), at the bench's batch and input size, scaled to the run's resolution by pixel
-count (cost per image grows with H x W). Detection runs (COCO) are listed but not projected: the bench measures
+on the present device (without `--bench`), at the bench's batch and input size, scaled to the run's resolution by
+pixel count (cost per image grows with H x W). The probe bounds its memory: one variant at a time beside the
+first-order model, freed before the next, on a batch of at most `--probe-batch` images of 64 px in pixels (fewer
+images at larger sizes), and it refuses at once when the device has less memory free than the weights, gradients
+and AdamW moments of the two networks need. Detection runs (COCO) are listed but not projected: the bench measures
 classifiers only.
 
 Device-hours = device-seconds / 3600, for any number of devices (a DDP job's images are split over its devices).
@@ -35,13 +38,18 @@ time is), or, with `--power-w` (e.g. a GPU's rated board power), device-hours x 
 """
 from __future__ import annotations
 
+import gc
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
-REPO = Path(__file__).resolve().parents[1]
+from ..config import DEFAULT_TRAINABLE
+from .design import build_registry
+from .registry import Registry
+from .sheet import Sheet, read_sheet
+from .workflow_config import load_workflow_config
+
 # Training images, evaluation images (the split a run evaluates on) and classes of each dataset.
 # ImageNet-21K: the fall11 release (14,197,122 images, 21,841 classes); it has no official validation split, and a
 # run on it evaluates on what its root's val/ holds, counted here as ImageNet-1K's 50 per class unless eval_limit.
@@ -64,36 +72,13 @@ class Work:
     kernel: str = "bilinear"  # the adapter's kernel: an rbf term costs what the bench's adapted_<kernel> costs
 
 
-def load_runs(configfile, snakefile=None, workdir=None):
-    """(run id -> run config, detection run id -> config, manifest rows, the config) of `configfile`, from the
-    workflow's registry (Snakefile parsed by Snakemake's API; data and weights existence not checked)."""
-    import tempfile
-
-    from snakemake.api import SnakemakeApi
-    from snakemake.settings.types import (ConfigSettings, DeploymentSettings, OutputSettings, Quietness,
-                                          ResourceSettings, StorageSettings, WorkflowSettings)
-
-    snakefile = Path(snakefile or REPO / "Snakefile").resolve()
-    if not snakefile.is_file():
-        raise FileNotFoundError(f"no Snakefile at {snakefile}; `quadranet plan` runs in a checkout of the repository "
-                                f"(or give --snakefile)")
-    configfile = Path(configfile).resolve()
-    old, cwd = os.environ.get("QUADRANET_PLAN"), os.getcwd()
-    os.environ["QUADRANET_PLAN"] = "1"  # common.smk: skip the data / weights existence checks
-    try:
-        with tempfile.TemporaryDirectory() as tmp, SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
-            wf = api.workflow(snakefile=snakefile, workdir=Path(workdir or tmp),
-                              config_settings=ConfigSettings(configfiles=[configfile]),
-                              resource_settings=ResourceSettings(), storage_settings=StorageSettings(),
-                              workflow_settings=WorkflowSettings(), deployment_settings=DeploymentSettings())
-            g = wf._workflow.globals
-            return dict(g["RUNS"]), dict(g["DETECT_RUNS"]), list(g["MANIFEST"]), dict(g["config"]), g["SHEET"]
-    finally:
-        os.chdir(cwd)
-        if old is None:
-            os.environ.pop("QUADRANET_PLAN", None)
-        else:
-            os.environ["QUADRANET_PLAN"] = old
+def load_registry(configfile: Union[str, Path], sheet: Union[str, Path, None] = None) -> tuple[dict, Sheet, Registry]:
+    """(the validated workflow config, its backbone sheet, its registry) of workflow config file `configfile`, the
+    data and weights existence not checked. sheet: the sheet file instead of the config's `sheet`; relative paths
+    (the config's too) are relative to the working directory."""
+    config = load_workflow_config(configfile)
+    sheet = read_sheet(sheet if sheet is not None else config["sheet"])
+    return config, sheet, build_registry(config, sheet, check_files=False)
 
 
 def _images(data) -> tuple:
@@ -137,17 +122,16 @@ def _variant(cfg, trainable) -> str:
 KERNEL_SCALED = ("adapted", "adapted_frozen", "adapted_memeff")
 EVAL_VARIANT = {"first_order": "first_order", "head": "first_order", "adapted": "adapted", "adapted_frozen": "adapted",
                 "adapted_memeff": "adapted", "v1": "v1", "lora": "lora"}
-DEFAULT_GROUPS = {"scratch": ["all"], "finetune": ["all"], "adapt": ["quadratic", "head"], "lora": ["lora", "head"]}
 
 
 def run_work(run_cfg: dict, v1_arch: Optional[str] = None) -> Work:
     """The images each part of a run computes, from its (workflow) config."""
-    from .config import load_config
+    from ..classify.config import load_config
 
     cfg = load_config(base=run_cfg)
     train_images, eval_images = _images(cfg.data)
     steps_per_epoch = train_images // cfg.data.batch_size  # the sampler drops the last incomplete batch
-    stages = [(s.epochs, s.trainable) for s in cfg.train.stages] or [(cfg.train.epochs, DEFAULT_GROUPS[cfg.method])]
+    stages = [(s.epochs, s.trainable) for s in cfg.train.stages] or [(cfg.train.epochs, DEFAULT_TRAINABLE[cfg.method])]
     parts, epoch = [], 0
     total = sum(e for e, _ in stages)
     at_steps = set(cfg.train.eval_steps)  # evaluations at chosen optimizer steps, as classify/train.py makes them
@@ -169,7 +153,7 @@ def trained_arch(cfg) -> str:
     """The timm architecture a run trains: the packaged ImageNet weights (`model.pretrained: offline`) need their
     own (e.g. tf_efficientnet_lite0, TF "same" padding, which ran about 1.3x slower here than the
     efficientnet_lite0 a run from random init builds)."""
-    from .models.pretrained import PRETRAINED
+    from ..models.pretrained import PRETRAINED
 
     if cfg.model.pretrained == "offline" and cfg.model.arch in PRETRAINED:
         return PRETRAINED[cfg.model.arch].arch
@@ -187,31 +171,102 @@ def read_bench(paths) -> "pd.DataFrame":
     return df
 
 
-def probe(models, device="auto", batch=32, steps=3, warmup=1, kernels=()) -> "pd.DataFrame":
-    """A short `quadranet bench` on the present device of each (model, input size, V1 size or None): every variant
-    (`v1` where a V1 size is given; `adapted_<kernel>` for each of `kernels` other than bilinear), train and infer,
-    `steps` timed steps after `warmup`, AdamW as the runs use."""
+# the bench variants a run's parts use (`_variant`, EVAL_VARIANT; head-only runs use first_order), first_order first
+PROBED = tuple(v for v in EVAL_VARIANT if v != "head")
+PROBE_INPUT_SIZE = 64  # px: a probe batch has at most the pixels of --probe-batch images of this size
+TRAIN_BYTES_PER_PARAM = 16  # a network training with AdamW: fp32 weight, gradient and the two moments
+
+
+def probe_batch(batch: int, size: int) -> int:
+    """The probe's batch at input `size`: `batch` images, or fewer at sizes above PROBE_INPUT_SIZE, so that a batch
+    has no more pixels than `batch` images of PROBE_INPUT_SIZE px (at least one image): the activations a training
+    step keeps grow with the pixels of its batch."""
+    return max(1, min(batch, batch * PROBE_INPUT_SIZE ** 2 // size ** 2))
+
+
+def probe_memory(params: int) -> int:
+    """Bytes a probe of a network of `params` parameters needs at least, activations aside: the first-order network
+    and one variant, each training with AdamW, and the bench's first-order base they are copied from."""
+    return params * (2 * TRAIN_BYTES_PER_PARAM + 4)
+
+
+def parameter_count(arch: str) -> int:
+    """Parameters of timm model `arch` (1000 classes), counted without allocating them."""
+    import timm
+    import torch
+
+    from .. import models  # noqa: F401  (registers quadranet_v1_* with timm)
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in timm.create_model(arch).parameters())
+
+
+def free_memory(device) -> int:
+    """Bytes free for a probe on torch.device `device`: the GPU's free memory, or the memory the OS reports
+    available (MemAvailable of /proc/meminfo, else the free pages)."""
+    import os
+
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration):
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_probe_memory(models, free: int) -> None:
+    """Refuse, before anything runs, a probe of (model, input size, V1 size or None) `models` when one of them needs
+    more than `free` bytes (`probe_memory` of its largest variant, the V1 network included)."""
+    for model, size, v1_size in sorted(models, key=str):
+        params = max(parameter_count(model), parameter_count(f"quadranet_v1_{v1_size}") if v1_size else 0)
+        needed = probe_memory(params)
+        if needed > free:
+            raise ValueError(f"probing {model} at {size} px needs at least {needed / 2**30:.1f} GiB (two networks of "
+                             f"{params / 1e6:.1f} M parameters training with AdamW, activations aside), more than the "
+                             f"{free / 2**30:.1f} GiB free on this device; measure it where it fits (`quadranet bench "
+                             f"--model {model} --input-size {size} --out {model}.csv`) and pass the CSV to --bench")
+
+
+def probe(models, device="auto", batch=32, steps=3, warmup=1, kernels=(), free: Optional[int] = None) -> "pd.DataFrame":
+    """A short `quadranet bench` on the present device of each (model, input size, V1 size or None): the variants the
+    plan uses (PROBED; `v1` where a V1 size is given; `adapted_<kernel>` for each of `kernels` other than bilinear),
+    train and infer, `steps` timed steps after `warmup`, AdamW as the runs use, on `probe_batch` images.
+
+    Each variant is benchmarked on its own beside the first-order network (whose rows are kept once), and freed
+    before the next, so the probe holds two networks at a time. free: bytes free on the device (default: measured,
+    `free_memory`); a model needing more is refused before anything runs (`check_probe_memory`)."""
     import pandas as pd
+    import torch
 
-    from .bench.speed import VARIANTS, benchmark
+    from ..bench.speed import benchmark, resolve_device
 
+    dev = resolve_device(device)
+    check_probe_memory(models, free_memory(dev) if free is None else free)
     frames = []
     extra = [f"adapted_{k}" for k in sorted(set(kernels) - {"bilinear"})]
     for model, size, v1_size in sorted(models, key=str):
-        variants = [v for v in VARIANTS if v != "v1" or v1_size] + extra
-        print(f"plan: probing {model} at {size} px on {device}: {', '.join(variants)}, {steps} steps each",
+        variants = [v for v in PROBED if v != "v1" or v1_size] + extra
+        n = probe_batch(batch, size)
+        print(f"plan: probing {model} at {size} px on {dev}, batch {n}: {', '.join(variants)}, {steps} steps each",
               flush=True)
-        frames.append(benchmark(model=model, variants=variants, modes=("train", "infer"), batch=batch,
-                                input_size=size, steps=steps, warmup=warmup, device=device, v1_size=v1_size,
-                                optimizer="adamw"))
+        for variant in variants:
+            df = benchmark(model=model, variants=[variant], modes=("train", "infer"), batch=n, input_size=size,
+                           steps=steps, warmup=warmup, device=str(dev), v1_size=v1_size, optimizer="adamw")
+            frames.append(df if variant == "first_order" else df[df["variant"] != "first_order"])
+            del df
+            gc.collect()  # the two networks, their gradients and optimizer state, before the next variant's
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
     return pd.concat(frames, ignore_index=True)
 
 
-def bench_model(rid, work, backbone_of, sheet) -> tuple:
+def bench_model(rid, work, backbone_of, sheet: Optional[Sheet]) -> tuple:
     """(bench model, V1 size or None) whose bench rows give run `rid`'s throughput: a V1 network's is the `v1`
     variant of its backbone's bench (`quadranet bench --model <backbone arch> --v1-size <size>`)."""
-    backbone = backbone_of.get(rid)
-    row = sheet.loc[backbone] if sheet is not None and backbone in sheet.index else None
+    row = sheet.rows.get(backbone_of.get(rid)) if sheet is not None else None
     if work.arch.startswith("quadranet_v1_"):
         return (row["arch"] if row is not None else work.arch), work.arch.removeprefix("quadranet_v1_")
     v1 = row["v1_arch"] if row is not None and row["v1_arch"] else None
@@ -248,13 +303,13 @@ def roles(manifest) -> tuple:
     return exp_of, backbone_of
 
 
-def project(runs: dict, manifest: list, bench, sheet=None, power_w: Optional[float] = None,
+def project(runs: dict, manifest: list, bench, sheet: Optional[Sheet] = None, power_w: Optional[float] = None,
             carbon_intensity: Optional[float] = None) -> "pd.DataFrame":
     """One row per run: its experiment, images, projected train / eval device-seconds, device-hours, kWh and kg
     CO2e (`energy_how` says how the energy is projected)."""
     import pandas as pd
 
-    from .run.accounting import DEFAULT_CARBON_INTENSITY
+    from ..run.accounting import DEFAULT_CARBON_INTENSITY
 
     intensity = DEFAULT_CARBON_INTENSITY if carbon_intensity is None else carbon_intensity
     exp_of, backbone_of = roles(manifest)
@@ -333,84 +388,13 @@ def compare_reference(df, reference) -> "pd.DataFrame":
     return pd.DataFrame(rows)
 
 
-def cmd_plan(args) -> None:
-    """Projected device-hours of a workflow config, per run, per experiment and in all, before anything runs."""
-    import pandas as pd
-
-    from . import atomic
-    from .run.accounting import DEFAULT_CARBON_INTENSITY
-
-    for flag, value in (("--power-w", args.power_w), ("--carbon-intensity", args.carbon_intensity)):
-        if value is not None and not (value > 0 and math.isfinite(value)):
-            raise ValueError(f"{flag}={value!r}: expected a positive number")
-    runs, detect_runs, manifest, config, sheet = load_runs(args.configfile, args.snakefile)
-    print(f"plan: {len(runs)} training runs" + (f", {len(detect_runs)} detection runs (not projected)"
-                                                if detect_runs else "") + f" in {args.configfile}", flush=True)
-    if args.bench:
-        bench = read_bench(args.bench)
-    else:
-        _, backbone_of = roles(manifest)
-        models, kernels = {}, set()  # (model, resolution) -> V1 size; the adapters' kernels
-        for rid, cfg in runs.items():
-            work = run_work(cfg)
-            model, v1_size = bench_model(rid, work, backbone_of, sheet)
-            models[(model, work.resolution)] = models.get((model, work.resolution)) or v1_size
-            kernels.add(work.kernel)
-        bench = probe({(m, r, v) for (m, r), v in models.items()}, device=args.device, batch=args.probe_batch,
-                      steps=args.probe_steps, kernels=kernels)
-        atomic.write_text(Path(args.out).with_name(Path(args.out).stem + "_bench.csv"), bench.to_csv(index=False))
-    devices = ", ".join(sorted(set(bench["device"].astype(str)))) if "device" in bench else "?"
-    print(f"plan: throughput measured on {devices}" + (f" ({', '.join(args.bench)})" if args.bench else
-                                                        " (probe)"), flush=True)
-    df = project(runs, manifest, bench, sheet, power_w=args.power_w, carbon_intensity=args.carbon_intensity)
-    how = energy_how(bench, args.power_w)
-    df["energy_how"] = how
-    table = summary(df)
-    with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    intensity = args.carbon_intensity if args.carbon_intensity is not None else DEFAULT_CARBON_INTENSITY
-    print(f"energy: {how}; CO2e at {intensity:g} g/kWh")
-    out = Path(args.out)
-    atomic.write_text(out, df.to_csv(index=False))
-    atomic.write_text(out.with_name(out.stem + "_summary.csv"), table.to_csv(index=False))
-    print(f"wrote {out} (per run) and {out.with_name(out.stem + '_summary.csv')} (per experiment, total)")
-    if args.reference:
-        cmp = compare_reference(df, args.reference)
-        if cmp.empty:
-            raise ValueError(f"{args.reference} holds none of this config's runs")
-        total = cmp["projected_s"].sum() / cmp["measured_s"].sum() - 1
-        per_exp = cmp.groupby("exp").apply(lambda g: g["projected_s"].sum() / g["measured_s"].sum() - 1,
-                                           include_groups=False)
-        print(f"against {args.reference}: {len(cmp)} of {len(df)} runs; projected {cmp['projected_s'].sum():.0f} "
-              f"device-s, measured {cmp['measured_s'].sum():.0f}: error {total:+.1%} (per experiment: "
-              + ", ".join(f"{e} {v:+.1%}" for e, v in per_exp.items())
-              + f"; per run: median |error| {cmp['error'].abs().median():.1%}, max {cmp['error'].abs().max():.1%}); "
-              f"images planned = seen in {int((cmp['images_planned'] == cmp['images_seen']).sum())} of {len(cmp)}")
-        both = cmp.dropna(subset=["projected_kwh", "reference_kwh"])
-        if len(both):  # energy of the reference runs counts start-up and the first evaluation too: an upper bound
-            sources = sorted({str(v).split(" (")[0] for v in both["reference_energy_source"].dropna()})
-            print(f"energy: projected {both['projected_kwh'].sum():.4g} kWh for {len(both)} runs whose metrics give "
-                  f"{both['reference_kwh'].sum():.4g} kWh ({'; '.join(sources)}; theirs include start-up and the "
-                  f"evaluation before training, which the projection leaves out)")
-        atomic.write_text(out.with_name(out.stem + "_vs_reference.csv"), cmp.to_csv(index=False))
-
-
-def add_parser(subparsers) -> None:
-    """Register `plan` on the `quadranet` CLI's subparsers."""
-    p = subparsers.add_parser("plan", help=cmd_plan.__doc__, description=__doc__.split("\n\n")[0])
-    p.add_argument("--configfile", default=str(REPO / "workflow" / "config" / "default.yaml"),
-                   help="workflow config (default: workflow/config/default.yaml)")
-    p.add_argument("--bench", nargs="+", metavar="CSV", help="`quadranet bench` CSVs (e.g. measured on your GPU); "
-                   "without: a short probe on the present device")
-    p.add_argument("--device", default="auto", help="probe device: auto (cuda if available), cpu, cuda:1, ...")
-    p.add_argument("--probe-steps", type=int, default=3, help="timed steps per variant and mode of the probe")
-    p.add_argument("--probe-batch", type=int, default=32, help="batch of the probe")
-    p.add_argument("--power-w", type=float, default=None, metavar="W", help="project energy as device-hours x W "
-                   "(e.g. your GPU's rated board power) instead of the bench's joules per image")
-    p.add_argument("--carbon-intensity", type=float, default=None, metavar="G_PER_KWH",
-                   help="grid carbon intensity for the CO2e projection (default: 475, as the training runs)")
-    p.add_argument("--snakefile", default=None, help="default: this checkout's Snakefile")
-    p.add_argument("--out", default="results/plan.csv", help="per-run CSV; <stem>_summary.csv beside it")
-    p.add_argument("--reference", help="a reference folder (results/reference/<hardware>): compare the projection "
-                   "with the device-seconds its runs measured")
-    p.set_defaults(func=cmd_plan)
+def probe_models(runs: dict, manifest: list, sheet: Optional[Sheet]) -> tuple[set, set]:
+    """What `probe` measures for `runs`: {(bench model, resolution, V1 size or None)} and the adapters' kernels."""
+    _, backbone_of = roles(manifest)
+    models, kernels = {}, set()  # (model, resolution) -> V1 size
+    for rid, cfg in runs.items():
+        work = run_work(cfg)
+        model, v1_size = bench_model(rid, work, backbone_of, sheet)
+        models[(model, work.resolution)] = models.get((model, work.resolution)) or v1_size
+        kernels.add(work.kernel)
+    return {(m, r, v) for (m, r), v in models.items()}, kernels

@@ -20,11 +20,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["COCO_CATEGORIES", "PARTS", "WEIGHTS", "make_fixtures", "wnids", "write_coco", "write_imagenet",
+__all__ = ["COCO_CATEGORIES", "PAPER_ARCHS", "PARTS", "make_fixtures", "wnids", "write_coco", "write_imagenet",
            "write_weights"]
 
 PARTS = ("imagenet", "imagenet21k", "coco", "weights")
-WEIGHTS = ("convnext_tiny", "convnext_small", "convnext_base")  # the paper's ConvNeXt-T/S/B (paper.yaml weights:)
+PAPER_ARCHS = ("convnext_tiny", "convnext_small", "convnext_base")  # the paper's ConvNeXt-T/S/B (paper.yaml weights:)
 # a few of COCO's own categories: ids with gaps, as in instances_*2017.json
 COCO_CATEGORIES = ({"id": 1, "name": "person", "supercategory": "person"},
                    {"id": 3, "name": "car", "supercategory": "vehicle"},
@@ -209,7 +209,7 @@ def make_fixtures(out, parts: Sequence[str] = PARTS, *, seed: int = 0, image_siz
         log(f"wrote {final} ({what})")
     if "weights" in parts:
         (out / "weights").mkdir(exist_ok=True)
-        for arch in WEIGHTS:
+        for arch in PAPER_ARCHS:
             final = out / "weights" / f"{arch}.safetensors"
             record = json.dumps({"arch": arch, "seed": seed}, sort_keys=True)
             if not force and final.is_file() and _weights_options(final) == record:
@@ -221,33 +221,3 @@ def make_fixtures(out, parts: Sequence[str] = PARTS, *, seed: int = 0, image_siz
             written.append(final)
             log(f"wrote {final} (timm {arch}, {n / 1e6:.1f}M parameters at random init)")
     return written
-
-
-def cmd_fixtures(args) -> None:
-    """Write tiny ImageNet-1K / ImageNet-21K / COCO 2017 trees and ConvNeXt-T/S/B weights files (rehearsal data)."""
-    make_fixtures(args.dir, args.parts, seed=args.seed, image_size=args.image_size,
-                  imagenet_train=args.imagenet_train, imagenet_val=args.imagenet_val,
-                  imagenet21k_classes=args.imagenet21k_classes, imagenet21k_train=args.imagenet21k_train,
-                  imagenet21k_val=args.imagenet21k_val, coco_train=args.coco_train, coco_val=args.coco_val,
-                  force=args.force)
-
-
-def add_parser(subparsers) -> None:
-    """Register `fixtures` on the `quadranet` CLI's subparsers."""
-    import argparse
-
-    p = subparsers.add_parser("fixtures", help=cmd_fixtures.__doc__, description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("dir", help="folder to write into (workflow/config/rehearsal.yaml reads data/rehearsal)")
-    p.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS, help="default: all")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image-size", type=int, default=40, help="shorter image side in px")
-    p.add_argument("--imagenet-train", type=int, default=1, help="ImageNet-1K train images per class")
-    p.add_argument("--imagenet-val", type=int, default=1, help="ImageNet-1K val images per class")
-    p.add_argument("--imagenet21k-classes", type=int, default=8)
-    p.add_argument("--imagenet21k-train", type=int, default=4, help="ImageNet-21K train images per class")
-    p.add_argument("--imagenet21k-val", type=int, default=1, help="ImageNet-21K val images per class")
-    p.add_argument("--coco-train", type=int, default=4, help="COCO train2017 images")
-    p.add_argument("--coco-val", type=int, default=4, help="COCO val2017 images")
-    p.add_argument("--force", action="store_true", help="rewrite parts already written with the same options")
-    p.set_defaults(func=cmd_fixtures)

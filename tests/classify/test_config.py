@@ -1,7 +1,8 @@
 """Run configs: defaults, overrides, and one clear error per bad key or value."""
 import pytest
 
-from quadranet.config import ConfigError, config_hash, load_config, parse_override
+from quadranet.classify.config import config_hash, load_config
+from quadranet.config import ConfigError, parse_override
 
 
 def test_defaults_and_overrides(tmp_path):
@@ -62,3 +63,10 @@ def test_override_values_are_yaml():
     assert parse_override("data.classes=[0, 3]") == ("data.classes", [0, 3])
     assert parse_override("model.num_classes=null") == ("model.num_classes", None)
     assert load_config(None, ["train.lr=1e-3"]).train.lr == 1e-3  # YAML 1.1 would read a string
+
+
+def test_file_over_base_merges_section_by_section(tmp_path):
+    f = tmp_path / "run.yaml"
+    f.write_text("train: {lr: 3e-4}\n")
+    cfg = load_config(f, ["train.epochs=2"], base={"seed": 3, "train": {"epochs": 5, "log_every": 1}})
+    assert (cfg.seed, cfg.train.lr, cfg.train.epochs, cfg.train.log_every) == (3, 3e-4, 2, 1)

@@ -1,4 +1,4 @@
-"""Model and data of a run, built from its config.
+"""The model of a classification run, built from its config.
 
 Methods (arXiv 2405.03192 and its baselines):
 - scratch: `model.arch` from random init; first-order, QuadraNet V1 (`quadranet_v1_*`), or with
@@ -9,15 +9,16 @@ Methods (arXiv 2405.03192 and its baselines):
 """
 from __future__ import annotations
 
-
 from torch import nn
 
 from .. import convert
-from ..config import ConfigError, RunConfig
-from ..data import build_dataset, make_shift
+from ..config import ConfigError
 from ..models.build import create_model, quadratize_options, weights_file
 from ..models.pretrained import PRETRAINED
 from ..models.pretrained import pretrained as offline_pretrained
+from .config import RunConfig
+
+__all__ = ["build_model", "build_structure", "parameter_groups", "set_trainable"]
 
 
 def _load_run_weights(model: nn.Module, source: str, reset_head: bool = False) -> list[str]:
@@ -51,7 +52,8 @@ def build_model(cfg: RunConfig, num_classes: int) -> tuple[nn.Module, dict]:
         return model, info
     common = dict(num_classes=num_classes, drop_path_rate=m.drop_path_rate)
     if cfg.data.channels != 3:
-        raise ConfigError(f"data.channels={cfg.data.channels} but pretrained weights take 3 channels; set data.channels=3")
+        raise ConfigError(f"data.channels={cfg.data.channels} but pretrained weights take 3 channels; set "
+                          f"data.channels=3")
     if m.pretrained == "offline":
         if m.arch not in PRETRAINED:
             raise ConfigError(f"model.pretrained='offline' has weights for {sorted(PRETRAINED)}, not "
@@ -86,7 +88,7 @@ def _lora_ranks(cfg: RunConfig, model: nn.Module):
 def build_structure(cfg: RunConfig, num_classes: int) -> nn.Module:
     """The network a run of `cfg` trains, at random init (to load that run's own weights into)."""
     model = create_model(cfg.model.arch, in_chans=cfg.data.channels, num_classes=num_classes,
-                    drop_path_rate=cfg.model.drop_path_rate)
+                         drop_path_rate=cfg.model.drop_path_rate)
     if cfg.method == "adapt" or cfg.model.quadratic:
         convert.quadratize(model, **quadratize_options(cfg.adapter))
     elif cfg.method == "lora":
@@ -95,7 +97,7 @@ def build_structure(cfg: RunConfig, num_classes: int) -> nn.Module:
 
 
 def parameter_groups(model: nn.Module) -> dict:
-    """The groups a stage may train (config.TRAINABLE): ids of their parameters."""
+    """The groups a stage may train (`quadranet.config.TRAINABLE`): ids of their parameters."""
     quadratic = {id(p) for p in convert.quadratic_parameters(model)}
     lora = {id(p) for p in convert.lora_parameters(model)}
     head = model.get_classifier() if hasattr(model, "get_classifier") else None
@@ -105,51 +107,6 @@ def parameter_groups(model: nn.Module) -> dict:
 
 
 def set_trainable(model: nn.Module, groups: list) -> int:
-    """Train exactly the union of `groups` (config.TRAINABLE); returns the number of trainable parameters."""
+    """Train exactly the union of `groups` (`quadranet.config.TRAINABLE`); returns the number of trainable
+    parameters."""
     return convert.train_only(model, groups, parameter_groups(model))
-
-
-def build_data(cfg: RunConfig, model: nn.Module) -> tuple:
-    """(train set, eval set) of the run; images normalised as the model's pretrained_cfg says."""
-    d = cfg.data
-    if d.dataset == "fashion_mnist":
-        mean = std = None
-        if d.normalize == "model":
-            pc = getattr(model, "pretrained_cfg", {}) or {}
-            mean, std = pc.get("mean", (0.5,)), pc.get("std", (0.5,))
-            if d.channels == 1:
-                mean, std = (sum(mean) / len(mean),), (sum(std) / len(std),)
-        common = dict(resolution=d.resolution, channels=d.channels, mean=mean, std=std, classes=d.classes,
-                      val_size=d.val_size, split_seed=d.split_seed, shift=d.shift,
-                      shift_strength=d.shift_strength if d.shift else None, root=d.root)
-        train = build_dataset("fashion_mnist", "train", per_class=d.train_per_class, limit=d.train_limit,
-                              seed=d.split_seed, **common)
-        evals = build_dataset("fashion_mnist", d.eval_split, limit=d.eval_limit, seed=d.split_seed + 1, **common)
-        return train, evals
-    if d.classes:
-        raise ConfigError(f"data.classes applies to fashion_mnist only, not data.dataset={d.dataset!r}")
-    from timm.data import resolve_data_config
-
-    tcfg = resolve_data_config({}, model=model)
-    tcfg["input_size"] = (3, d.resolution, d.resolution)
-    if d.normalize == "none":
-        tcfg.update(mean=(0.0,) * 3, std=(1.0,) * 3)
-    keep = {k: tcfg[k] for k in ("input_size", "crop_pct", "interpolation", "mean", "std")}
-    shift = make_shift(d.shift, d.shift_strength) if d.shift else None
-    return (build_dataset(d.dataset, "train", root=d.root, shift=shift, per_class=d.train_per_class,
-                          limit=d.train_limit, seed=d.split_seed, **keep),
-            build_dataset(d.dataset, "val", root=d.root, shift=shift, limit=d.eval_limit, seed=d.split_seed + 1,
-                          **keep))
-
-
-def num_classes(cfg: RunConfig) -> int:
-    """The run's class count: model.num_classes, else the dataset's."""
-    if cfg.model.num_classes is not None:
-        return cfg.model.num_classes
-    if cfg.data.dataset == "fashion_mnist":
-        return len(cfg.data.classes) if cfg.data.classes else 10
-    if cfg.data.dataset == "imagenet1k":
-        return 1000
-    from ..data import imagenet21k
-
-    return imagenet21k(cfg.data.root, "train", transform=lambda x: x).num_classes

@@ -17,8 +17,8 @@ The quadratic adapter cannot be merged: its term P(A x * B x) is quadratic in x,
 from __future__ import annotations
 
 import copy
-import math
 import json
+import math
 import warnings
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -26,8 +26,8 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import nn
 
-from ..convert import layer_shares
 from ..atomic import atomic_path
+from ..convert import layer_shares, lora_adapters, merge_lora, replace_layer
 from ..layers import AdapterLayer, LowRankAdapter, QuadraticAdapter
 from ..layers.decompositions import decomposition_table, is_custom
 
@@ -89,11 +89,6 @@ def _foldable_producer(m: nn.Module) -> bool:
     return isinstance(m, nn.Conv2d)
 
 
-def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, new)
-
-
 @torch.no_grad()
 def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> int:
     """Fold every eval-mode BatchNorm2d whose input is the whole output of a conv (or a conv's adapter) into that
@@ -139,7 +134,7 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> int:
         bn = folded.get_submodule(norm)
         _fold_into(folded.get_submodule(producer), bn)
         rest = [m for m in (getattr(bn, "drop", None), getattr(bn, "act", None)) if m is not None]
-        _set_submodule(folded, norm, nn.Sequential(*rest) if rest else nn.Identity())
+        replace_layer(folded, norm, nn.Sequential(*rest) if rest else nn.Identity())
     got = folded(example)
     if not torch.allclose(got, reference, rtol=1e-4, atol=1e-5 * reference.abs().max().item()):
         warnings.warn("quadranet.export: folding BatchNorm changed the output (a conv output feeds more than its "
@@ -152,8 +147,6 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> int:
 
 def prepare(model: nn.Module, example: torch.Tensor, fold_bn: bool = True) -> tuple[nn.Module, dict]:
     """(an inference copy of `model`: eval, float32, LoRA merged where it can be, BatchNorm folded; what was done)."""
-    from ..convert import lora_adapters, merge_lora
-
     if not isinstance(model, nn.Module):
         raise ExportError(f"expected a torch.nn.Module to export, got {type(model).__name__}")
     net = copy.deepcopy(model).cpu().float().eval().to(memory_format=torch.contiguous_format)
@@ -186,7 +179,7 @@ def prune_quadratic(model: nn.Module, batches, threshold: float) -> list[str]:
     shares = quadratic_shares(model, batches)
     pruned = [n for n, s in shares.items() if s < threshold]
     for name in pruned:
-        _set_submodule(model, name, model.get_submodule(name).primary)
+        replace_layer(model, name, model.get_submodule(name).primary)
     return pruned
 
 
@@ -327,8 +320,9 @@ def run_model(run: Union[str, Path]) -> tuple[nn.Module, object, dict]:
     metadata of its deployment: arch, method, input size, normalisation, class names, config hash, commit)."""
     from safetensors.torch import load_file
 
-    from ..classify.build import build_structure, num_classes
-    from ..config import config_hash, load_config
+    from ..classify.config import config_hash, load_config
+    from ..classify.data import num_classes
+    from ..classify.model import build_structure
     from ..models.build import WEIGHTS
 
     run = Path(run)
@@ -372,11 +366,11 @@ def export_run(run: Union[str, Path], out: Union[str, Path, None] = None, format
     check_format(format)
     model, cfg, meta = run_model(run)
     if prune is not None:
-        from ..classify.build import build_data
+        from ..classify.data import build_datasets
 
         if isinstance(prune_images, bool) or not isinstance(prune_images, int) or prune_images < 1:
             raise ExportError(f"prune_images={prune_images!r} must be a positive integer")
-        train_set, _ = build_data(cfg, model)
+        train_set, _ = build_datasets(cfg, model)
         n = min(prune_images, len(train_set))
         batches = [train_set.batch(range(i, min(i + 64, n)))[0] for i in range(0, n, 64)]
         layers = sum(isinstance(m, QuadraticAdapter) for m in model.modules())
@@ -393,11 +387,11 @@ def check_run(run: Union[str, Path], path: Union[str, Path], limit: Optional[int
               device: str = "cpu") -> dict:
     """Logits of exported file `path` against the eager model of `run` on the run's own evaluation images:
     {"images", "max_rel_error" (max |a - b| / max |b| per batch), "top1_agree", "acc1_eager", "acc1_exported"}."""
-    from ..classify.build import build_data
+    from ..classify.data import build_datasets
 
     model, cfg, _ = run_model(run)
     meta = read_metadata(path)
-    _, eval_set = build_data(cfg, model)
+    _, eval_set = build_datasets(cfg, model)
     fixed = meta["input_shape"][0]
     step = fixed if fixed is not None else batch
     exported = load(path, device)

@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 import quadranet
-from quadranet.config import ConfigError, load_config
-from quadranet.convert import adapters, conversion_report, load_first_order_state_dict
+from quadranet.classify.config import load_config
+from quadranet.config import ConfigError
+from quadranet.convert import conversion_report, load_first_order_state_dict, quadratic_adapters
 from quadranet.models.build import quadratize_options
 
 KERNELS = ["bilinear", "rbf", "rbf_in"]
@@ -35,7 +36,7 @@ def test_exact_at_init_then_learns(name, kernel):
     trained = copy.deepcopy(model).train()
     primary = {n: p.detach().clone() for n, p in model.named_parameters()}
     quadranet.quadratize(model, rank=2, kernel=kernel, targets=targets)
-    found = adapters(model)
+    found = quadratic_adapters(model)
     assert found and all(a.kernel == kernel for _, a in found)
     with torch.no_grad():
         assert torch.equal(model(x), ref)  # eval: running statistics
@@ -59,18 +60,18 @@ def test_exact_at_init_then_learns(name, kernel):
 @pytest.mark.parametrize("kernel", ["rbf", "rbf_in"])
 def test_report_and_first_order_weights_see_the_kernel_parts(kernel):
     model = quadranet.quadratize(timm.create_model("test_convnext", num_classes=5), rank=2, kernel=kernel, sigma=2.0)
-    assert {a.sigma for _, a in adapters(model)} == {2.0}
+    assert {a.sigma for _, a in quadratic_adapters(model)} == {2.0}
     added = sum(p.numel() for n, p in model.named_parameters() if ".quad_" in n)
     assert conversion_report(model, (3, 32, 32)).params_added == added  # BN and P_a, P_b counted
     first = timm.create_model("test_convnext", num_classes=5)
     load_first_order_state_dict(model, first.state_dict())  # BN buffers are not "missing"
-    name, a = adapters(model)[0]
+    name, a = quadratic_adapters(model)[0]
     assert torch.equal(a.primary.weight, first.get_submodule(name).weight)
 
 
 def test_timm_names_take_the_kernel():
     model = timm.create_model("quadranet_v2_convnext_atto", rank=2, kernel="rbf_in", sigma=0.5, num_classes=3)
-    assert {(a.kernel, a.sigma) for _, a in adapters(model)} == {("rbf_in", 0.5)}
+    assert {(a.kernel, a.sigma) for _, a in quadratic_adapters(model)} == {("rbf_in", 0.5)}
 
 
 def test_run_config_selects_the_kernel():

@@ -14,10 +14,12 @@ from torch import nn
 
 import quadranet
 from quadranet import deploy
-from quadranet.classify.build import build_structure, num_classes
+from quadranet.classify.config import load_config
+from quadranet.classify.data import num_classes
+from quadranet.classify.model import build_structure
 from quadranet.cli import main
-from quadranet.config import load_config, to_yaml
-from quadranet.convert import adapters, lora_adapters
+from quadranet.config import to_yaml
+from quadranet.convert import lora_adapters, quadratic_adapters
 from quadranet.layers import QuadraticConv2d
 
 onnxruntime = pytest.importorskip("onnxruntime")
@@ -45,7 +47,7 @@ def make_run(folder, overrides, std=0.05):
     torch.manual_seed(0)
     model = build_structure(cfg, num_classes(cfg))
     with torch.no_grad():
-        for _, a in adapters(model):
+        for _, a in quadratic_adapters(model):
             nn.init.normal_(a.quad_out.weight, std=std)
         for _, a in lora_adapters(model):
             nn.init.normal_(a.lora_b.weight, std=std)
@@ -82,7 +84,7 @@ def test_onnx_file_holds_only_standard_ops_and_its_metadata(tmp_path):
     assert meta["arch"] == "test_convnext" and meta["method"] == "adapt" and meta["input_size"] == [3, 32, 32]
     assert meta["class_names"] == ["T-shirt/top", "Pullover", "Coat", "Shirt", "Ankle boot"]
     assert meta["mean"] and meta["std"] and meta["quadratic_layers"] == 9
-    from quadranet.config import config_hash
+    from quadranet.classify.config import config_hash
 
     assert meta["config_hash"] == config_hash(cfg) and meta["input_shape"] == [1, 3, 32, 32]
 
@@ -91,7 +93,7 @@ def test_onnx_file_holds_only_standard_ops_and_its_metadata(tmp_path):
 def test_torch_export_holds_no_custom_op_and_round_trips(tmp_path):
     torch.manual_seed(0)
     model = quadranet.quadratize(timm.create_model("test_convnext", num_classes=5), rank=2).eval()
-    for _, a in adapters(model):
+    for _, a in quadratic_adapters(model):
         nn.init.normal_(a.quad_out.weight, std=0.1)
     path = quadranet.export(model, tmp_path / "m.pt2", "torch-export", input_size=(3, 32, 32), batch=4,
                             metadata={"arch": "test_convnext"})
@@ -111,7 +113,7 @@ def test_batchnorm_is_folded_into_convs_and_quadratic_adapters():
         if isinstance(m, nn.BatchNorm2d):
             nn.init.normal_(m.running_mean, std=0.1), nn.init.uniform_(m.running_var, 0.5, 2.0)
             nn.init.normal_(m.weight, 1.0, 0.1), nn.init.normal_(m.bias, std=0.1)
-    for _, a in adapters(model):
+    for _, a in quadratic_adapters(model):
         nn.init.normal_(a.quad_out.weight, std=0.1)
     model.eval()
     x = torch.randn(2, 3, 32, 32)
@@ -229,8 +231,8 @@ def test_cli_exports_a_trained_run_and_checks_it(tmp_path):
 def test_prune_quadratic_drops_the_layers_whose_term_is_negligible():
     torch.manual_seed(0)
     model = quadranet.quadratize(timm.create_model("test_convnext", num_classes=5), rank=2).eval()
-    live = [name for name, _ in adapters(model)][::2]
-    for name, a in adapters(model):
+    live = [name for name, _ in quadratic_adapters(model)][::2]
+    for name, a in quadratic_adapters(model):
         if name in live:
             nn.init.normal_(a.quad_out.weight, std=0.1)  # the others keep P = 0: a share of 0
     x = torch.randn(4, 3, 32, 32)
@@ -239,7 +241,7 @@ def test_prune_quadratic_drops_the_layers_whose_term_is_negligible():
     shares = deploy.quadratic_shares(model, [x])
     assert {n for n, s in shares.items() if s > 0} == set(live)
     pruned = deploy.prune_quadratic(model, [x], threshold=1e-6)
-    assert set(pruned) == set(shares) - set(live) and [n for n, _ in adapters(model)] == live
+    assert set(pruned) == set(shares) - set(live) and [n for n, _ in quadratic_adapters(model)] == live
     with torch.no_grad():
         torch.testing.assert_close(model(x), before)
     with pytest.raises(ValueError, match="threshold=-1"):

@@ -1,0 +1,47 @@
+"""FocalNet (focal modulation; Yang et al., "Focal Modulation Networks", NeurIPS 2022, arXiv 2203.11926) at the
+sizes of the embedded task: timm's `FocalNet` class, registered as `focalnet_test` / `focalnet_atto`.
+
+timm registers only the paper's sizes (focalnet_tiny_srf .. focalnet_xlarge_fl4), and their factories fix
+`depths` and `embed_dim` (passing either again is a TypeError), so the small sizes are registered here on the
+class itself. FocalNet doubles its width at each stage: `focalnet_atto` has exactly convnext_atto's widths and
+depths; `focalnet_test` has test_convnext's depths and its last width (8-16-32-64 for 24-32-48-64). Both use
+the paper's small receptive field (srf: 2 focal levels, first window 3, timm's defaults).
+"""
+from __future__ import annotations
+
+from timm.models.focalnet import FocalNet
+
+from .build import register_family
+
+__all__ = ["FOCALNET_CONFIGS", "focalnet"]
+
+FOCALNET_CONFIGS = {
+    "test": dict(embed_dim=8, depths=(1, 2, 4, 2)),  # timm test_convnext's depths, last width 64
+    "atto": dict(embed_dim=40, depths=(2, 2, 6, 2)),  # timm convnext_atto's widths and depths
+}
+
+
+def focalnet(size: str, **kwargs) -> FocalNet:
+    """A small FocalNet; `kwargs` go to timm's FocalNet (num_classes, in_chans, drop_path_rate, ...)."""
+    if size not in FOCALNET_CONFIGS:
+        raise ValueError(f"FocalNet size {size!r} is unknown; expected one of {list(FOCALNET_CONFIGS)}")
+    for k in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
+        kwargs.pop(k, None)
+    model = FocalNet(**{**FOCALNET_CONFIGS[size], **kwargs})
+    model.pretrained_cfg = dict(architecture=f"focalnet_{size}", input_size=(3, 224, 224),
+                                mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                                num_classes=model.num_classes, interpolation="bicubic", crop_pct=0.9)
+    return model
+
+
+def _factory(size: str):
+    def build(pretrained: bool = False, **kwargs):
+        if pretrained:
+            raise ValueError(f"focalnet_{size} has no pretrained weights: it is trained from scratch here")
+        return focalnet(size, **kwargs)
+    return build
+
+
+for _size, _cfg in FOCALNET_CONFIGS.items():
+    register_family(f"focalnet_{_size}", _factory(_size), f"timm FocalNet (srf) {_size}: {_cfg}.", __name__,
+                    globals())
