@@ -1,7 +1,7 @@
 """The `quadranet` command line: every subcommand registered the same way, each with a working --help."""
 import pytest
 
-from quadranet.cli import build_parser, main
+from quadranet.cli import COMMAND_MODULES, build_parser, main
 
 
 def subcommands() -> list:
@@ -12,6 +12,10 @@ def subcommands() -> list:
 def test_every_documented_subcommand_is_registered():
     assert {"train", "eval", "shift-sweep", "detect", "collect", "tables", "figures", "claims", "reproduce", "bench",
             "convert-report", "report"} <= set(subcommands())
+
+
+def test_every_command_module_is_the_cli_module_of_its_package():
+    assert [m.__name__ for m in COMMAND_MODULES if not m.__name__.endswith(".cli")] == []
 
 
 @pytest.mark.parametrize("command", subcommands())

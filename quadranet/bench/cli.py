@@ -9,9 +9,10 @@ from pathlib import Path
 import torch
 
 from .. import atomic
-from .speed import (KERNEL_VARIANTS, LAYER_VARIANTS, MODES, SHOWN, VARIANTS, __doc__ as BENCH_DOC, benchmark,
-                    benchmark_layer, check_positive, resolve_device)
+from ..run.device import resolve_device
 from .runtimes import RUNTIME_VARIANTS, RUNTIMES
+from .speed import (KERNEL_VARIANTS, LAYER_VARIANTS, MODES, SHOWN, VARIANTS, __doc__ as BENCH_DOC, benchmark,
+                    benchmark_layer, check_positive)
 
 
 def cmd_bench(args) -> None:

@@ -42,6 +42,7 @@ from torch import nn
 from ..convert import lora_adapt, matched_lora_rank, model_flops, quadratize
 from ..layers import fused
 from ..memory import saved_tensor_bytes
+from ..run.device import resolve_device
 
 VARIANTS = ("first_order", "adapted", "adapted_frozen", "adapted_memeff", "adapted_autograd", "v1", "lora",
             "lora_frozen")
@@ -54,15 +55,6 @@ COLUMNS = ("model", "variant", "mode", "batch", "input_size", "device", "threads
            "energy_source")
 SHOWN = ("model", "variant", "mode", "rank", "images_per_s", "step_ms", "step_ms_iqr", "flops_ratio",
          "ratio_vs_first_order", "joules_per_image", "peak_mem_mb", "saved_for_backward_mb", "trainable_params")
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={name!r} but no CUDA device is available")
-    return device
 
 
 def check_positive(**values) -> None:

@@ -11,7 +11,7 @@ from typing import Optional, Union
 
 from ..config import (COMMON_CHOICES, METHODS, RUN_CONTROL, TRAINABLE, AdapterConfig, ConfigError, TaskConfig, build,
                       check_table, config_data, hash_without)
-from ..data.loaders import DATASETS as DATASET_READERS
+from ..data.loaders import DATASET_READERS
 from ..data.shifts import SHIFTS as SHIFT_FUNCTIONS
 
 __all__ = ["DATASETS", "SHIFTS", "DataConfig", "ModelConfig", "RunConfig", "StageConfig", "TrainConfig",

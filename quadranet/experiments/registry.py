@@ -54,14 +54,16 @@ def run_dir(rid: str) -> str:
 def check_run(rid: str, cfg: dict, detection: bool, check_files: bool) -> None:
     """Refuse, naming the run, a config quadranet would refuse; with `check_files`, also data that is not where the
     config says and a weights file that does not exist: at registration, not when the run's job starts."""
-    from ..classify import config as classify_config
     from ..config import ConfigError
-    from ..detection import config as detection_config
 
+    if detection:
+        from ..detection import config as task_config, data as task_data
+    else:
+        from ..classify import config as task_config, data as task_data
     try:
-        parsed = (detection_config if detection else classify_config).load_config(base=cfg)
+        parsed = task_config.load_config(base=cfg)
         if check_files:
-            check_data_of(parsed, detection)
+            task_data.check_data(parsed)
     except (ConfigError, FileNotFoundError, ValueError) as e:
         raise ValueError(f"run {rid}: {e}") from None
     if not check_files:
@@ -72,14 +74,3 @@ def check_run(rid: str, cfg: dict, detection: bool, check_files: bool) -> None:
         raise ValueError(f"run {rid}: model.pretrained={weights!r} does not exist; expected 'none', 'offline', "
                          f"a run folder or a .safetensors file (set weights.<backbone> in the config)")
 
-
-def check_data_of(parsed, detection: bool) -> None:
-    """Raise FileNotFoundError / ValueError when the data of the parsed run config is not where it says."""
-    if detection:
-        from ..detection.train import check_detection_data
-
-        check_detection_data(parsed)
-    else:
-        from ..data import check_data
-
-        check_data(parsed.data.dataset, parsed.data.root)

@@ -13,8 +13,6 @@ from quadranet.classify.config import load_config
 from quadranet.classify.train import train
 from quadranet.run import checkpoint
 
-pytestmark = pytest.mark.slow  # every test trains a network or starts the CLI
-
 TINY = ["model.arch=test_convnext", "data.resolution=32", "data.train_per_class=8", "data.eval_limit=64",
         "data.batch_size=16", "train.epochs=2", "train.progress=lines"]  # 80 images: 5 steps per epoch
 
@@ -173,12 +171,14 @@ def test_missing_data_says_how_to_install(tmp_path):
         run(tmp_path / "run", f"data.root={tmp_path / 'nowhere'}")
 
 
+@pytest.mark.slow
 def test_bad_key_is_one_clear_error(tmp_path):
     code, stderr = cli(tmp_path / "run", "train.lrr=1")
     assert code == 2 and "unknown config key 'train.lrr'" in stderr
     assert "Traceback" not in stderr
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_match_one(tmp_path):
     """Same global batch: 2 gloo ranks x 8 images follow the single process's loss curve (no BatchNorm in
     test_convnext, so the only difference is the order of float sums), across a change of trainable set.
@@ -204,6 +204,7 @@ def test_ddp_two_processes_match_one(tmp_path):
     assert len([r for r in log(ddp) if r["event"] == "eval"]) == 3  # written once, by rank 0
 
 
+@pytest.mark.slow
 def test_lora_run_at_matched_budget_and_eval_reproduces_it(source, tmp_path):
     out = tmp_path / "lora"
     run(out, "method=lora", f"model.pretrained={source}", "train.epochs=1")

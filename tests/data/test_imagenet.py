@@ -194,5 +194,5 @@ def test_run_config_subsets_and_shift_reach_the_imagenet_reader(tree):
                                   model)
     assert train.targets == [0, 0, 1, 1, 2, 2] and len(evals) == 4
     assert train.transform.shift.name == evals.transform.shift.name == "solarize"
-    train, evals = build_data(load_config(overrides=common + ["data.train_limit=5"]), model)
+    train, evals = build_datasets(load_config(overrides=common + ["data.train_limit=5"]), model)
     assert len(train) == 5 and len(evals) == 6

@@ -212,6 +212,7 @@ def test_markdown_and_latex_writers():
     assert r"a\_b" in tex and r"x \& y" in tex and r"85 $\pm$ 1" in tex and r"50\% of it" in tex
 
 
+@pytest.mark.slow
 def test_figures_written(collected, tmp_path):
     from quadranet.report.figures import write_figures
 
@@ -363,6 +364,7 @@ def test_claim_c6_fails_when_initial_accuracy_differs(tmp_path, synthetic):
     assert claims.loc["C6", "verdict"] == FAILS
 
 
+@pytest.mark.slow
 def test_cli_commands(results, tmp_path, capsys):
     out = tmp_path / "collected"
     bench = [str(p) for p in sorted((results / "bench").glob("*.csv"))]
@@ -428,6 +430,7 @@ def test_coco_table_and_claim_c4_use_ap_points():
     assert f.verdict == FEW_SEEDS and "no interval" in f.ours
 
 
+@pytest.mark.slow
 def test_reports_with_only_scratch_and_adapt(tmp_path, synthetic):
     """Absent methods (fo_scratch, finetune, lora, head, v1_scratch) leave their columns empty, nothing breaks."""
     from quadranet.report.figures import write_figures

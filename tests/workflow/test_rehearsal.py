@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from quadranet import fixtures
+from quadranet.data import fixtures
 
 REPO = Path(__file__).parents[2]
 CONFIGS = REPO / "workflow" / "config"
@@ -146,7 +146,7 @@ def link_fixtures(workdir: Path, trees: Path) -> None:
     for part in ("imagenet", "imagenet21k", "coco"):
         (workdir / FIXTURES / part).symlink_to(trees / part)
     (workdir / FIXTURES / "weights").mkdir()
-    for arch in fixtures.WEIGHTS:
+    for arch in fixtures.PAPER_ARCHS:
         (workdir / FIXTURES / "weights" / f"{arch}.safetensors").write_bytes(b"")
 
 

@@ -1,4 +1,7 @@
-"""The Snakemake workflow: lint, the DAG of every scale, schema validation, and a smoke run end to end."""
+"""The Snakemake workflow: lint, the DAG of every scale, the registry's checks wired in, and a smoke run end to end.
+
+The registry itself (which runs, ids and configs a config asks for; its errors) is tested without Snakemake in
+tests/experiments/. Every test here starts snakemake in a subprocess."""
 import importlib.util
 import json
 import os
@@ -15,7 +18,6 @@ import yaml
 
 REPO = Path(__file__).parents[2]
 CONFIGS = REPO / "workflow" / "config"
-SCHEMAS = REPO / "workflow" / "schemas"
 # snakemake of this interpreter (CI runs .venv/bin/python -m pytest without the venv on PATH)
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("snakemake") is None, reason="snakemake is not installed")
@@ -35,6 +37,7 @@ def bad_config(tmp_path, edit):
     return path
 
 
+@pytest.mark.slow
 def test_lint_is_clean(tmp_path):
     out = snakemake(tmp_path, "--lint")
     assert out.returncode == 0, out.stdout + out.stderr
@@ -97,6 +100,7 @@ def test_paper_dry_run_lists_every_imagenet_and_coco_job(tmp_path):
     assert "--standalone --nproc_per_node=8" in configs and "detect train" in configs
 
 
+@pytest.mark.slow
 def test_missing_data_or_weights_stop_before_any_job(tmp_path):
     cfg = paper_fixture(tmp_path / "data")
     cfg["coco"]["run"]["data"]["root"] = str(tmp_path / "no-coco")
@@ -114,55 +118,11 @@ def test_missing_data_or_weights_stop_before_any_job(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
-def test_one_sheet_row_adds_exactly_that_backbones_jobs(tmp_path):
-    sheet = (REPO / "workflow" / "backbones.tsv").read_text()
-    row = "\t".join(["resnet10t_new", "ResNet", "10t", "5.4", "resnet10t", "workflow",
-                     "first-order pretraining by this workflow", "176", "smoke", ""])
-    (tmp_path / "sheet.tsv").write_text(sheet.rstrip("\n") + "\n" + row + "\n")
-    before = job_outputs(snakemake(tmp_path, "-n", "--configfile", str(CONFIGS / "smoke.yaml")))
-    after = snakemake(tmp_path, "-n", "--configfile", str(
-        bad_config(tmp_path, lambda c: c.update(sheet=str(tmp_path / "sheet.tsv")))))
-    assert after.returncode == 0, after.stderr[-3000:]
-    gained = job_outputs(after) - before
-    assert before <= job_outputs(after)
-    smoke = yaml.safe_load((CONFIGS / "smoke.yaml").read_text())
-    first, *other = smoke["e1"]["settings"]
-    from_init = {m for m in smoke["e1"]["methods"] if smoke["methods"][m]["method"] == "scratch"}
-    # runs from random init once (no V1 counterpart for a ResNet); the others once per setting
-    assert gained == ({f"e1/resnet10t_new/{m}/{first}/seed0" for m in from_init - {"v1_scratch"}}
-                      | {f"e1/resnet10t_new/{m}/{s}/seed0" for m in set(smoke["e1"]["methods"]) - from_init
-                         for s in smoke["e1"]["settings"]}
-                      | {"pretrain/resnet10t_new/first_order/src10/seed0"})
-
-
-@pytest.mark.parametrize("edit, message", [
-    (lambda c: c.update(unknown_section=1), "Additional properties are not allowed"),
-    (lambda c: c["e1"].update(methods="adapt"), "is not of type 'array'"),
-    (lambda c: c["e3"]["strength"].update(blur=0.5), "is not one of"),
-    (lambda c: c["e1"]["settings"]["intask"].update(weights="imagenet"), "is not one of"),
-    (lambda c: c["resources"].update(gpus=-1), "less than the minimum"),
-    (lambda c: c["methods"]["adapt"].pop("method"), "'method' is a required property"),
-    (lambda c: c["run"].update(optimiser="sgd"), "'optimiser' is not one of"),
-])
-def test_schema_rejects_a_bad_config(tmp_path, edit, message):
-    from snakemake.exceptions import WorkflowError
-    from snakemake.utils import validate
-
-    cfg = yaml.safe_load((CONFIGS / "smoke.yaml").read_text())
-    validate(cfg, str(SCHEMAS / "config.schema.yaml"))  # the shipped config passes
-    edit(cfg)
-    with pytest.raises(WorkflowError, match=message):
-        validate(cfg, str(SCHEMAS / "config.schema.yaml"))
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize("edit, message", [
     (lambda c: c.update(unknown_section=1), "Additional properties are not allowed"),  # the schema, wired in
-    (lambda c: c["run"]["train"].update(lr=-1.0), "train.lr=-1.0 must be > 0"),  # quadranet's own check
-    (lambda c: c["e1"].update(backbones=["resnet_missing"]), "is not a row of"),
-    (lambda c: c["e1"].update(families={"Swin": {}}), "e1.families names families ['Swin']"),
-    (lambda c: c["e1"].update(families={"ConvNeXt": {"methods": ["dream"]}}), "names ['dream'], not in e1.methods"),
-    (lambda c: c["e1"].update(families={"ConvNeXt": {"method_run": {"dream": {}}}}),
-     "method_run names ['dream'], not in e1.methods"),
+    (lambda c: c["run"]["train"].update(lr=-1.0), "train.lr=-1.0 must be > 0"),  # the registry's check of each run
+    (lambda c: c["e1"].update(backbones=["resnet_missing"]), "e1.backbones: backbone 'resnet_missing' is not a row"),
 ])
 def test_workflow_refuses_a_bad_config(tmp_path, edit, message):
     out = snakemake(tmp_path, "-n", "--configfile", str(bad_config(tmp_path, edit)))
@@ -170,46 +130,45 @@ def test_workflow_refuses_a_bad_config(tmp_path, edit, message):
     assert message in out.stdout + out.stderr
 
 
-def test_e1_families_run_keys_change_the_runs_of_that_family_only(tmp_path):
-    sheet = (REPO / "workflow" / "backbones.tsv").read_text()
-    lite0 = next(row for row in sheet.splitlines() if row.startswith("efficientnet_lite0\t"))
-    cells = lite0.split("\t")
-    cells[8] += ",smoke"  # e1_scales: Lite0 joins the smoke E1
-    (tmp_path / "sheet.tsv").write_text(sheet.replace(lite0, "\t".join(cells)))
-    config = bad_config(tmp_path, lambda c: (c.update(sheet=str(tmp_path / "sheet.tsv")), c["e1"].update(
-        families={"EfficientNet-Lite": {"run": {"data": {"batch_size": 7}},
-                                        "method_run": {"scratch": {"train": {"epochs": 9}}}}})))
-    runs = [f"results/configs/e1/{bb}/{m}/{setting}/seed0.yaml"  # scratch runs are listed under the first setting
-            for m, setting in (("adapt", "transfer"), ("scratch", "intask"))
-            for bb in ("efficientnet_lite0", "test_convnext")]
-    out = snakemake(tmp_path, "--cores", "1", *runs, "--configfile", str(config))
+@pytest.mark.slow
+def test_run_config_files_are_the_registrys_configs(tmp_path):
+    """results/configs/<run>.yaml, what each training job reads, is the registry's config of that run."""
+    from quadranet.experiments import build_registry, load_workflow_config, read_sheet
+
+    config = load_workflow_config(CONFIGS / "smoke.yaml")
+    runs = build_registry(config, read_sheet(REPO / config["sheet"]), check_files=False).runs
+    chosen = ["e1/test_convnext/adapt/transfer/seed0", "e3/test_convnext/lora/gamma-0.6/seed0"]
+    out = snakemake(tmp_path, "--cores", "1", *(f"results/configs/{rid}.yaml" for rid in chosen),
+                    "--configfile", str(CONFIGS / "smoke.yaml"))
     assert out.returncode == 0, out.stderr[-3000:]
-    lite, atto, lite_scratch, atto_scratch = (yaml.safe_load((tmp_path / r).read_text()) for r in runs)
-    smoke = yaml.safe_load((CONFIGS / "smoke.yaml").read_text())
-    assert lite["data"]["batch_size"] == 7 and atto["data"]["batch_size"] == smoke["run"]["data"]["batch_size"]
-    assert lite["train"] == atto["train"]
-    assert lite_scratch["train"]["epochs"] == 9  # method_run: that family's scratch runs only
-    assert atto_scratch["train"]["epochs"] == smoke["methods"]["scratch"]["train"]["epochs"]
+    for rid in chosen:
+        assert yaml.safe_load((tmp_path / "results" / "configs" / f"{rid}.yaml").read_text()) == runs[rid]
 
 
-def test_unknown_architecture_row_stops_the_dry_run_naming_the_row(tmp_path):
+def sheet_row(*cells) -> str:
+    return "\t".join(cells)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("row, message", [
+    (sheet_row("resnet_new", "ResNet", "9x", "5.0", "resnet9x_nope", "workflow", "by this workflow", "160", "smoke", ""),
+     "column 'arch': 'resnet9x_nope' is not a timm model"),
+    (sheet_row("test_convnext", "ConvNeXt", "test", "0.27", "test_convnext", "workflow", "by this workflow", "160",
+               "", ""),
+     "column 'name': 'test_convnext' repeats the name of line 2"),
+    (sheet_row("resnet_new", "ResNet", "9x", "5.0", "resnet10t", "from-the-web", "by this workflow", "160", "", ""),
+     "column 'weights': 'from-the-web' does not match"),
+])
+def test_a_bad_sheet_row_stops_the_dry_run_naming_the_row_and_column(tmp_path, row, message):
     sheet = (REPO / "workflow" / "backbones.tsv").read_text()
-    row = "\t".join(["resnet_new", "ResNet", "9x", "5.0", "resnet9x_nope", "workflow", "by this workflow", "160",
-                     "smoke", ""])
-    (tmp_path / "sheet.tsv").write_text(sheet.rstrip("\n") + "\n" + row + "\n")
+    lines = sheet.rstrip("\n").splitlines()
+    (tmp_path / "sheet.tsv").write_text("\n".join([*lines, row]) + "\n")
     out = snakemake(tmp_path, "-n", "--configfile",
                     str(bad_config(tmp_path, lambda c: c.update(sheet=str(tmp_path / "sheet.tsv")))))
     assert out.returncode != 0
-    assert "row 'resnet_new': arch 'resnet9x_nope' is not a timm model" in out.stdout + out.stderr
+    name = row.split("\t")[0]
+    assert f"row {name!r} (line {len(lines) + 1}), {message}" in out.stdout + out.stderr
     assert not (tmp_path / "results").exists()
-
-
-def test_schema_rejects_a_bad_backbone_sheet(tmp_path):
-    sheet = (REPO / "workflow" / "backbones.tsv").read_text().replace("\toffline\t", "\tfrom-the-web\t", 1)
-    (tmp_path / "sheet.tsv").write_text(sheet)
-    out = snakemake(tmp_path, "-n", "--configfile",
-                    str(bad_config(tmp_path, lambda c: c.update(sheet=str(tmp_path / "sheet.tsv")))))
-    assert out.returncode != 0 and "does not match" in out.stdout + out.stderr
 
 
 @pytest.mark.slow
@@ -330,6 +289,7 @@ def test_interrupted_workflow_resumes_the_training_job(tmp_path):
     assert metrics["resumes"] >= 1 and metrics["epochs"] == 40
 
 
+@pytest.mark.slow
 def test_torchrun_shim_records_each_launch_and_hands_over(tmp_path, torchrun_shim):
     """The shim the SLURM and rehearsal tests count launches with (conftest.py)."""
     env = torchrun_shim("$*")
