@@ -137,7 +137,7 @@ def build_backbone(cfg: DetectionConfig, weights: bool = True) -> tuple[TimmFPNB
         info["pretrained_file"] = str(path)
     if cfg.method == "adapt" or m.quadratic:
         convert.quadratize(body, **quadratize_options(cfg.adapter))
-    info["adapters"] = sum(1 for _ in convert.adapters(body))
+    info["adapters"] = sum(1 for _ in convert.quadratic_adapters(body))
     if cfg.freeze_bn:
         from timm.layers import freeze_batch_norm_2d
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Optional
 
 RUNS_DIR = "results/runs"  # run folders, relative to the workflow's working directory
 MANIFEST_COLUMNS = ["exp", "backbone", "method", "variant", "seed", "run"]
@@ -45,6 +46,13 @@ class Registry:
     def config(self, rid: str) -> dict:
         """The config of run `rid`, training or detection."""
         return self.runs[rid] if rid in self.runs else self.detect_runs[rid]
+
+    def starts_from(self, rid: str) -> Optional[str]:
+        """The id of the run whose model run `rid` starts from (its model.pretrained is that run's folder); None when
+        it starts from anything else, or when the registry has no run `rid`."""
+        cfg = self.runs.get(rid, self.detect_runs.get(rid, {}))
+        weights = cfg.get("model", {}).get("pretrained", "")
+        return weights.removeprefix(f"{RUNS_DIR}/") if weights.startswith(f"{RUNS_DIR}/") else None
 
 
 def run_dir(rid: str) -> str:

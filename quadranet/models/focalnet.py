@@ -28,7 +28,7 @@ def focalnet(size: str, **kwargs) -> FocalNet:
     for k in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
         kwargs.pop(k, None)
     model = FocalNet(**{**FOCALNET_CONFIGS[size], **kwargs})
-    model.pretrained_cfg = dict(architecture=f"focalnet_{size}", input_size=(3, 224, 224),
+    model.pretrained_cfg = dict(architecture=f"focalnet_{size}", input_size=(model.in_chans, 224, 224),
                                 mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
                                 num_classes=model.num_classes, interpolation="bicubic", crop_pct=0.9)
     return model

@@ -1,7 +1,7 @@
 """GFNet (Rao et al., "Global Filter Networks for Image Classification", NeurIPS 2021, arXiv 2107.00645), written
 from the paper and checked against the authors' `raoyongming/GFNet` (`gfnet.py`, `main_gfnet.py`).
 
-Global filter layer (the paper's eq. 4-5), on channels-last tokens x of an H x W grid:
+Global filter layer, as the paper defines it, on channels-last tokens x of an H x W grid:
 
     y = IFFT2(K * FFT2(x))     (2D real FFTs over the grid, orthonormal; K: a learnable complex filter of
                                 H x (W/2 + 1) x C, one per channel, so a global circular convolution)
@@ -53,12 +53,12 @@ GFNET_CONFIGS = {
                  ls_init_value=1e-3),  # timm convnext_atto
 }
 
-# ImageNet-1K at 224 px, as published: parameters (millions), FLOPs (G multiply-adds, FFTs included), top-1 (%)
+# ImageNet-1K at 224 px, as published: parameters (millions), FLOPs (G, multiply-adds), top-1 (%)
 GFNET_PUBLISHED = {
     "ti": dict(params_m=7, gflops=1.3, top1=74.6,
-               source="arXiv 2107.00645, ImageNet-1K table of the isotropic models; raoyongming/GFNet README"),
+               source="arXiv 2107.00645, ImageNet-1K results; raoyongming/GFNet README model zoo"),
     "h_ti": dict(params_m=15, gflops=2.0, top1=80.1,
-                 source="arXiv 2107.00645, ImageNet-1K table of the hierarchical models; raoyongming/GFNet README"),
+                 source="arXiv 2107.00645, ImageNet-1K results; raoyongming/GFNet README model zoo"),
 }
 
 
@@ -116,16 +116,15 @@ class GFNetBlock(nn.Module):
 
 
 class GFNetStage(nn.Module):
-    """A 2 x 2 / stride-2 conv from the previous stage's width (not in the first stage), then the blocks."""
+    """A 2 x 2 / stride-2 conv from width `in_dim` (none in the first stage: `in_dim=None`), then the blocks."""
 
-    def __init__(self, in_dim: int, dim: int, depth: int, grid: Sequence[int], rates: Sequence[float],
-                 first: bool, **block_kwargs):
+    def __init__(self, in_dim: Optional[int], dim: int, grid: Sequence[int], rates: Sequence[float], **block_kwargs):
         super().__init__()
-        self.downsample = nn.Identity() if first else nn.Conv2d(in_dim, dim, kernel_size=2, stride=2)
+        self.downsample = None if in_dim is None else nn.Conv2d(in_dim, dim, kernel_size=2, stride=2)
         self.blocks = nn.Sequential(*[GFNetBlock(dim, grid, drop_path=r, **block_kwargs) for r in rates])
 
     def forward(self, x: Tensor) -> Tensor:
-        if not isinstance(self.downsample, nn.Identity):
+        if self.downsample is not None:
             x = self.downsample(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         return self.blocks(x)
 
@@ -150,7 +149,7 @@ class GFNet(nn.Module):
             raise ValueError(f"GFNet img_size={img_size}, patch_size={patch_size}: a {grid} x {grid} token grid, "
                              f"expected at least {2 ** (len(dims) - 1)} per side for {len(dims)} stages")
         self._check_pool(global_pool)
-        self.num_classes, self.global_pool = num_classes, global_pool
+        self.num_classes, self.global_pool, self.in_chans, self.img_size = num_classes, global_pool, in_chans, img_size
         self.num_features = self.head_hidden_size = dims[-1]
         self.stem = nn.Conv2d(in_chans, dims[0], kernel_size=patch_size, stride=patch_size)
         self.pos_embed = nn.Parameter(torch.zeros(grid, grid, dims[0]))
@@ -159,8 +158,8 @@ class GFNet(nn.Module):
         stages, start = [], 0
         for i, (dim, depth) in enumerate(zip(dims, depths)):
             g = grid // 2 ** i
-            stages.append(GFNetStage(dims[max(i - 1, 0)], dim, depth, (g, g), rates[start:start + depth],
-                                     first=i == 0, mlp_ratio=mlp_ratio, ls_init_value=ls_init_value))
+            stages.append(GFNetStage(dims[i - 1] if i else None, dim, (g, g), rates[start:start + depth],
+                                     mlp_ratio=mlp_ratio, ls_init_value=ls_init_value))
             start += depth
         self.stages = nn.Sequential(*stages)
         self.norm = nn.LayerNorm(dims[-1], eps=1e-6)
@@ -218,8 +217,8 @@ def gfnet(size: str, **kwargs) -> GFNet:
     for k in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
         kwargs.pop(k, None)
     model = GFNet(**{**GFNET_CONFIGS[size], **kwargs})
-    img = kwargs.get("img_size", GFNET_CONFIGS[size]["img_size"])
-    model.pretrained_cfg = dict(architecture=f"gfnet_{size}", input_size=(kwargs.get("in_chans", 3), img, img),
+    img = model.img_size
+    model.pretrained_cfg = dict(architecture=f"gfnet_{size}", input_size=(model.in_chans, img, img),
                                 mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
                                 num_classes=model.num_classes, interpolation="bicubic", crop_pct=0.9)
     return model

@@ -2,7 +2,7 @@
 NeurIPS 2022, arXiv 2207.14284), written from the paper and checked against the authors' `raoyongming/HorNet`,
 `hornet.py`.
 
-Recursive gated convolution gnConv of order n on C channels (the paper's eq. 3-5), widths C_k = C / 2^(n-1-k):
+Recursive gated convolution gnConv of order n on C channels, as the paper defines it, widths C_k = C / 2^(n-1-k):
 
     [p_0, q_0 .. q_{n-1}] = phi_in(x)                  1x1 conv, C -> C_0 + (C_0 + .. + C_{n-1}) = 2C
     p_1 = f_0(q) * p_0,  p_{k+1} = f_k(q) * g_k(p_k)     g_k: 1x1 conv C_{k-1} -> C_k
@@ -57,12 +57,13 @@ HORNET_CONFIGS = {
 }
 ORDERS = (2, 3, 4, 5)  # gnConv order by stage, in every size
 
-# ImageNet-1K at 224 px, as published: parameters (millions), FLOPs (G multiply-adds, FFTs included), top-1 (%)
+# ImageNet-1K at 224 px, as published: parameters (millions), FLOPs (G, multiply-adds as the authors count them
+# with fvcore), top-1 (%)
 HORNET_PUBLISHED = {
     "tiny_7x7": dict(params_m=22, gflops=4.0, top1=82.8,
-                     source="arXiv 2207.14284, Table 1 (ImageNet-1K); raoyongming/HorNet README"),
+                     source="arXiv 2207.14284, ImageNet-1K results table; raoyongming/HorNet README model zoo"),
     "tiny_gf": dict(params_m=23, gflops=3.9, top1=83.0,
-                    source="arXiv 2207.14284, Table 1 (ImageNet-1K); raoyongming/HorNet README"),
+                    source="arXiv 2207.14284, ImageNet-1K results table; raoyongming/HorNet README model zoo"),
 }
 
 
@@ -165,7 +166,7 @@ def hornet(size: str, img_size: int = 224, ls_init_value: float = 1e-6, drop_pat
         stage.blocks = nn.Sequential(*[HorNetBlock(dim, order, grid, rates.pop(0), ls_init_value)
                                        for _ in range(depth)])
         stage.blocks.apply(_init_weights)
-    model.pretrained_cfg = dict(architecture=f"hornet_{size}", input_size=(3, img_size, img_size),
+    model.pretrained_cfg = dict(architecture=f"hornet_{size}", input_size=(model.in_chans, img_size, img_size),
                                 mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
                                 num_classes=model.num_classes, interpolation="bicubic", crop_pct=0.875)
     return model

@@ -136,3 +136,12 @@ def test_the_same_config_in_another_role_keeps_its_first_id():
     assert list(registry.runs) == [first] and [r["exp"] for r in registry.manifest] == ["e1", "e2"]
     with pytest.raises(ValueError, match="registered twice with different configs"):
         registry.add("e1", "test_convnext", "scratch", "intask", 0, {**cfg, "method": "finetune"})
+
+
+def test_a_run_starts_from_the_run_whose_folder_is_its_pretrained_model(workflow_config, sheet):
+    registry = plan(workflow_config("smoke"), sheet)
+    assert registry.starts_from("e1/test_convnext/adapt/intask/seed0") == "e1/test_convnext/fo_scratch/intask/seed0"
+    assert registry.starts_from("e1/test_convnext/adapt/transfer/seed0") == (
+        "pretrain/test_convnext/first_order/src10/seed0")
+    assert registry.starts_from("e1/test_convnext/scratch/intask/seed0") is None  # from random init
+    assert registry.starts_from("e9/no/such/run/seed0") is None

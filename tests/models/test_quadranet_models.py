@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import quadranet
-from quadranet.convert import adapters, count_flops
+from quadranet.convert import count_flops, quadratic_adapters
 from quadranet.layers import QuadraticConv2d, QuadraticLinear
 from quadranet.models import QUADRANET_V1_CONFIGS
 from quadranet.models.quadranet_v1 import QuadraBlock
@@ -124,7 +124,7 @@ def test_v1_has_no_pretrained_weights():
 
 def test_v2_names_build_quadratized_backbones():
     model = timm.create_model("quadranet_v2_convnext_atto", rank=2, dilation=3, num_classes=7)
-    found = list(adapters(model))
+    found = list(quadratic_adapters(model))
     assert len(found) == 12 and found[0][1].rank == 2 and found[0][1].dilation == (3, 3)
     assert model.num_classes == 7
 

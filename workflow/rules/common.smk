@@ -43,9 +43,9 @@ def done(rid):
 
 
 def needs(rid):
-    """metrics.json of the runs whose model this run starts from (model.pretrained = a run folder)."""
-    src = RUNS.get(rid, DETECT_RUNS.get(rid, {})).get("model", {}).get("pretrained", "")
-    return [f"{src}/metrics.json"] if src.startswith(RUNS_DIR + "/") else []
+    """metrics.json of the run whose model run `rid` starts from, if it starts from one."""
+    src = REGISTRY.starts_from(rid)
+    return [done(src)] if src else []
 
 
 def train_shell(gpus_key, command="train"):
