@@ -11,7 +11,7 @@ import torch
 from .. import atomic
 from ..run.device import resolve_device
 from .runtimes import RUNTIME_VARIANTS, RUNTIMES
-from .speed import (KERNEL_VARIANTS, LAYER_VARIANTS, MODES, SHOWN, VARIANTS, __doc__ as BENCH_DOC, benchmark,
+from .speed import (KERNEL_VARIANTS, LAYER_VARIANTS, MODES, PEER_VARIANTS, SHOWN, VARIANTS, __doc__ as BENCH_DOC, benchmark,
                     benchmark_layer, check_positive)
 
 
@@ -65,7 +65,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--model", default="convnext_atto", help="timm model name of the first-order base")
     p.add_argument("--variants", nargs="+", default=None, metavar="V",
                    help=f"of {', '.join(VARIANTS)} (default all), or the adapter's kernels "
-                        f"{', '.join(KERNEL_VARIANTS)} (by name); with --layer: {', '.join(LAYER_VARIANTS)}")
+                        f"{', '.join(KERNEL_VARIANTS)} and the high-order peers {', '.join(PEER_VARIANTS)} (by name); "
+                        f"with --layer: {', '.join(LAYER_VARIANTS)}")
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--input-size", type=int, default=64, help="image side (with --layer: feature map side)")
@@ -83,7 +84,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--dilation", type=int, default=2)
     p.add_argument("--kernel-size", type=int, default=3)
     p.add_argument("--targets", nargs="*", default=None, help="layers to adapt (see quadratize)")
-    p.add_argument("--v1-size", default=None, help="QuadraNet V1 size (default: from convnext_<size>)")
+    p.add_argument("--v1-size", default=None, help="size of the v1 variant and of the peers (quadranet_v1_<size>, hornet_<size>, ...; "
+                                                       "default: from convnext_<size>)")
     p.add_argument("--lora-rank", type=int, default=None, help="default: matched to the quadratic parameter count")
     p.add_argument("--runtime", nargs="+", default=None, choices=RUNTIMES, metavar="R",
                    help=f"inference in deployment runtimes ({', '.join(RUNTIMES[1:])}) beside eager, of the exported "

@@ -22,7 +22,9 @@ standard backward, which keeps the factor maps: the reference for memory-efficie
 `adapted` runs the fused kernel, memory-efficient by construction), `v1` (QuadraNet V1 `quadranet_v1_<size>`),
 `lora` / `lora_frozen` (the linear low-rank baseline at the matched parameter budget). Asked for by name only
 (not in the default list): `adapted_rbf` / `adapted_rbf_in`, the adapter with the rbf / rbf_in kernel (all trainable,
-as `adapted`; `quadranet.layers.adapter`).
+as `adapted`; `quadranet.layers.adapter`), and the high-order peers at the size of `v1`, each its own architecture
+at random init: `hornet` (`hornet_<size>`, gnConv), `gfnet` (`gfnet_<size>`, global filter), `focalnet`
+(`focalnet_<size>`, focal modulation).
 `--layer` instead benchmarks one ConvNeXt-like depthwise layer: the bare conv and its quadratic
 adapter with the plain, the memory-efficient and the standard-autograd product (forward+backward, and forward
 alone).
@@ -47,6 +49,9 @@ from ..run.device import resolve_device
 VARIANTS = ("first_order", "adapted", "adapted_frozen", "adapted_memeff", "adapted_autograd", "v1", "lora",
             "lora_frozen")
 KERNEL_VARIANTS = {"adapted_rbf": "rbf", "adapted_rbf_in": "rbf_in"}  # variant -> adapter kernel; by name only
+# variant -> timm name of a high-order architecture of its own at the base model's size (v1_size); peers by name only
+SIZED_VARIANTS = {"v1": "quadranet_v1_{}", "hornet": "hornet_{}", "gfnet": "gfnet_{}", "focalnet": "focalnet_{}"}
+PEER_VARIANTS = ("hornet", "gfnet", "focalnet")
 LAYER_VARIANTS = ("first_order", "adapted", "adapted_memeff", "adapted_autograd")
 MODES = ("train", "infer")
 COLUMNS = ("model", "variant", "mode", "batch", "input_size", "device", "threads", "dtype", "channels_last", "compile",
@@ -238,13 +243,21 @@ def _with_ratios(rows: list[dict]):
     return df[[c for c in COLUMNS if c in df] + [c for c in df if c not in COLUMNS]]
 
 
-def _v1_size(model: str, v1_size: Optional[str]) -> str:
-    from ..models import QUADRANET_V1_CONFIGS
+def sized_arch(model: str, variant: str, v1_size: Optional[str]) -> str:
+    """timm name of sized variant `variant` (SIZED_VARIANTS) of base `model`: its size is `v1_size`, else the part of
+    `model` after "convnext_" (convnext_atto -> atto)."""
+    import timm
+
+    from .. import models  # noqa: F401  (registers the QuadraNet V1 family and the peers with timm)
 
     size = v1_size or model.removeprefix("convnext_")
-    if size not in QUADRANET_V1_CONFIGS:
-        raise ValueError(f"the v1 variant of {model!r} needs v1_size (--v1-size), one of {list(QUADRANET_V1_CONFIGS)}")
-    return size
+    arch = SIZED_VARIANTS[variant].format(size)
+    if not timm.is_model(arch):
+        sizes = sorted(n.removeprefix(SIZED_VARIANTS[variant].format("")) for n in timm.list_models(
+            SIZED_VARIANTS[variant].format("*")))
+        raise ValueError(f"the {variant} variant of {model!r} needs a size (--v1-size) with a registered "
+                         f"{SIZED_VARIANTS[variant].format('<size>')}; got {size!r}, expected one of {sizes}")
+    return arch
 
 
 class StandardBackward(nn.Module):
@@ -266,8 +279,8 @@ def build_variant(model: str, variant: str, base: Optional[nn.Module] = None, *,
     `lora_rank` gives one for all). Variants of `base` are copies of it."""
     import timm
 
-    if variant == "v1":
-        return timm.create_model(f"quadranet_v1_{_v1_size(model, v1_size)}", num_classes=num_classes), None
+    if variant in SIZED_VARIANTS:
+        return timm.create_model(sized_arch(model, variant, v1_size), num_classes=num_classes), None
     net = copy.deepcopy(base) if base is not None else timm.create_model(model, num_classes=num_classes)
     if variant == "first_order":
         return net, None
@@ -280,7 +293,7 @@ def build_variant(model: str, variant: str, base: Optional[nn.Module] = None, *,
         ranks = lora_rank or matched_lora_rank(net, rank, targets, dilation=dilation, kernel_size=kernel_size).ranks
         lora_adapt(net, rank=ranks, targets=targets, freeze_primary=variant == "lora_frozen")
         return net, ranks
-    raise ValueError(f"variant {variant!r} is not known; expected one of {[*VARIANTS, *KERNEL_VARIANTS]}")
+    raise ValueError(f"variant {variant!r} is not known; expected one of {[*VARIANTS, *KERNEL_VARIANTS, *PEER_VARIANTS]}")
 
 
 def benchmark(model: str = "convnext_atto", variants: Sequence[str] = VARIANTS, modes: Sequence[str] = MODES,
@@ -298,11 +311,11 @@ def benchmark(model: str = "convnext_atto", variants: Sequence[str] = VARIANTS, 
     import timm
 
     check_positive(batch=batch, input_size=input_size, steps=steps, warmup=warmup)
-    variants = _chosen(["first_order", *variants], (*VARIANTS, *KERNEL_VARIANTS), "variants")
+    variants = _chosen(["first_order", *variants], (*VARIANTS, *KERNEL_VARIANTS, *PEER_VARIANTS), "variants")
     modes = _chosen(modes, MODES, "modes")
     _chosen([optimizer], ("sgd", "adamw"), "optimizer")
-    if "v1" in variants:
-        _v1_size(model, v1_size)
+    for variant in set(variants) & set(SIZED_VARIANTS):  # a missing size fails before anything is measured
+        sized_arch(model, variant, v1_size)
     dev, amp, fmt, meta = measurement_setup(device, dtype, channels_last, compile, warmup, input_size)
     torch.manual_seed(seed)
     base = timm.create_model(model, num_classes=num_classes)
