@@ -4,17 +4,17 @@ Paper: Xu, Wang, Yu, Xiong, Chen, "QuadraNet V2: Efficient and Sustainable Train
 Networks with Quadratic Adaptation", arXiv 2405.03192 (WACV 2026).
 """
 from .convert import (
-    adapters,
     conversion_report,
     load_first_order_state_dict,
     lora_adapt,
+    mark_only_quadratic_trainable,
     matched_lora_rank,
     merge_lora,
-    unlora,
-    mark_only_quadratic_trainable,
+    quadratic_adapters,
     quadratic_disabled,
     quadratic_parameters,
     quadratize,
+    unlora,
     unquadratize,
 )
 from .layers import LowRankAdapter, QuadraticAdapter, QuadraticConv2d, QuadraticLinear
@@ -23,9 +23,9 @@ from . import models  # noqa: F401  (registers the model families with timm)
 __version__ = "0.1.0"
 
 __all__ = [
-    "LowRankAdapter", "QuadraticAdapter", "QuadraticConv2d", "QuadraticLinear", "adapters", "conversion_report",
+    "LowRankAdapter", "QuadraticAdapter", "QuadraticConv2d", "QuadraticLinear", "conversion_report",
     "export", "load_first_order_state_dict", "lora_adapt", "matched_lora_rank", "merge_lora", "unlora",
-    "mark_only_quadratic_trainable", "pretrained", "quadratic_disabled", "quadratic_parameters",
+    "mark_only_quadratic_trainable", "pretrained", "quadratic_adapters", "quadratic_disabled", "quadratic_parameters",
     "quadratize", "unquadratize",
 ]
 
@@ -38,7 +38,7 @@ def pretrained(name: str, **kwargs):
 
 
 def export(model, out, format: str = "onnx", **kwargs):
-    """Export `model` to ONNX or a torch.export archive, ready to deploy (see quadranet.deploy.export)."""
+    """Export `model` to ONNX or a torch.export archive, ready to deploy (see quadranet.deploy)."""
     from .deploy import export as _export
 
     return _export(model, out, format, **kwargs)

@@ -75,7 +75,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     grad_clip: Optional[float] = None
     amp: str = "auto"  # auto: bf16 on GPU, none on CPU
-    channels_last: bool = True  # on every device: the faster layout on the GPU and on this CPU (README, performance)
+    channels_last: bool = True  # on every device: the faster layout on GPUs and CPUs (docs/performance.md)
     compile: bool = False
     device: str = "auto"
     eval_every: int = 1  # epochs
@@ -91,7 +91,7 @@ class TrainConfig:
     checkpoint_dir: Optional[str] = None  # None: <out>/checkpoints
     progress: str = "auto"  # auto: a bar on a terminal, plain lines otherwise; "bar", "lines", "none"
     keep_checkpoint: bool = False  # keep the last checkpoint once the run completed
-    carbon_intensity: Optional[float] = None  # g CO2e per kWh of the grid; None: the world average (README)
+    carbon_intensity: Optional[float] = None  # g CO2e per kWh of the grid; None: the world average (docs/training.md)
 
 
 @dataclass

@@ -7,7 +7,6 @@ each layer's output, FLOPs, the conversion report).
 """
 from .inject import (LAYER_TYPES, find_adapters, lora_adapt, lora_adapters, merge_lora, quadratic_adapters,
                      quadratize, replace_layer, select_layers, unlora, unquadratize)
-from .inject import quadratic_adapters as adapters  # old name; quadranet/__init__.py still imports it
 from .measure import (ConversionReport, ConvertedLayer, conversion_report, count_flops, layer_shares, model_flops,
                       quadratic_disabled, quadratic_share)
 from .parameters import (MatchedRank, added_parameters, init_quadratic_for_scratch, load_first_order_state_dict,

@@ -78,13 +78,34 @@ def quadratic_disabled(model: nn.Module):
             a.enabled = enabled
 
 
+def _fft_flops(shape: Sequence[int], dim: Sequence[int]) -> int:
+    """2 x the authors' multiply-adds of one FFT over `dim` of a real tensor of `shape`: every one of its
+    values costs ceil(log2 N), N the points transformed together."""
+    n = math.prod(shape[d] for d in dim)
+    return 2 * math.prod(shape) * math.ceil(math.log2(n)) if n > 1 else 0
+
+
+def _r2c_flops(x_shape, dim, normalization, onesided, out_shape=None, **kwargs) -> int:
+    return _fft_flops(x_shape, dim)
+
+
+def _c2r_flops(x_shape, dim, normalization, last_dim_size, out_shape=None, **kwargs) -> int:
+    return _fft_flops(out_shape, dim)  # counted on the real side, as the forward transform
+
+
+# FFTs, which FlopCounterMode does not count, by the rule of the GFNet / HorNet authors (raoyongming/HorNet,
+# calc_flops.py: N * C * ceil(log2 N) multiply-adds per 2D FFT of C channels over N points), 2 FLOPs per multiply-add
+FFT_FLOP_FORMULAS = {torch.ops.aten._fft_r2c: _r2c_flops, torch.ops.aten._fft_c2r: _c2r_flops}
+
+
 def count_flops(fn, *args) -> int:
-    """FLOPs of `fn(*args)` (torch FlopCounterMode: 2 per multiply-add), convolutions counted as written."""
+    """FLOPs of `fn(*args)` (torch FlopCounterMode: 2 per multiply-add; FFTs by FFT_FLOP_FORMULAS), convolutions
+    counted as written."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from ..layers.grouped import conv_formulation
 
-    with FlopCounterMode(display=False) as counter, torch.no_grad(), conv_formulation():
+    with FlopCounterMode(display=False, custom_mapping=FFT_FLOP_FORMULAS) as counter, torch.no_grad(), conv_formulation():
         fn(*args)
     return counter.get_total_flops()
 

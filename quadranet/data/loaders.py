@@ -16,7 +16,6 @@ from .imagenet import check_imagenet, imagenet1k, imagenet21k
 
 # dataset name -> the reader of one split (a class or factory taking split= and the reader's options)
 DATASET_READERS = {"fashion_mnist": FashionMNIST, "imagenet1k": imagenet1k, "imagenet21k": imagenet21k}
-DATASETS = DATASET_READERS  # old name, still imported by quadranet/classify/config.py
 
 
 def build_dataset(name: str, split: str = "train", **opts) -> Dataset:

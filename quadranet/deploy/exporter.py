@@ -209,9 +209,9 @@ def trace(model: nn.Module, example: torch.Tensor, dynamic_batch: bool = False) 
 
 
 def _git_commit() -> Optional[str]:
-    from ..run.accounting import _git
+    from ..run.accounting import git
 
-    return _git("rev-parse", "HEAD")
+    return git("rev-parse", "HEAD")
 
 
 def export(model: nn.Module, out: Union[str, Path], format: str = "onnx", *, input_size: Sequence[int] = (3, 224, 224),
@@ -323,7 +323,7 @@ def run_model(run: Union[str, Path]) -> tuple[nn.Module, object, dict]:
     from ..classify.config import config_hash, load_config
     from ..classify.data import num_classes
     from ..classify.model import build_structure
-    from ..models.build import WEIGHTS
+    from ..run import WEIGHTS
 
     run = Path(run)
     for name in ("config.yaml", WEIGHTS):

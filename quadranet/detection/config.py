@@ -110,7 +110,7 @@ class DetTrainConfig:
     checkpoint_dir: Optional[str] = None  # None: <out>/checkpoints
     progress: str = "auto"  # auto: a bar on a terminal, plain lines otherwise; "bar", "lines", "none"
     keep_checkpoint: bool = False  # keep the last checkpoint once the run completed
-    carbon_intensity: Optional[float] = None  # g CO2e per kWh of the grid; None: the world average (README)
+    carbon_intensity: Optional[float] = None  # g CO2e per kWh of the grid; None: the world average (docs/training.md)
 
 
 @dataclass

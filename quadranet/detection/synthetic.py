@@ -36,8 +36,7 @@ MAX_TRIES = 50  # placements tried per garment before the canvas keeps fewer gar
 
 @dataclass(frozen=True)
 class CanvasSpec:
-    """The embedded set; the defaults are the embedded detection run's (about 3-4 minutes per run on one core
-    of the reference CPU, see quadranet/detection/config.py)."""
+    """The embedded set; the defaults are the embedded detection run's (docs/detection.md gives its cost)."""
     train_size: int = 160
     val_size: int = 50
     canvas: int = 96

@@ -13,12 +13,12 @@ from timm.models import register_model
 from torch import nn
 
 from ..config import ConfigError
+from ..run.checkpoint import WEIGHTS
 from .pretrained import PRETRAINED
 
 __all__ = ["QUADRATIZE_KEYS", "WEIGHTS", "create_model", "quadratize_options", "register_family", "resolve_arch",
            "weights_file"]
 
-WEIGHTS = "model.safetensors"  # a finished run's weights in its folder
 # keyword arguments of `quadranet.quadratize` that a config's `adapter` section sets
 QUADRATIZE_KEYS = ("rank", "dilation", "kernel_size", "kernel", "sigma", "targets", "memory_efficient")
 

@@ -23,9 +23,8 @@ hierarchical design on the widths and depths of timm's test_convnext / convnext_
 a first-order network of the same shape and cost. An isotropic GFNet at those parameter counts keeps all of its
 tokens at full width in every block and costs several times their FLOPs.
 
-FLOPs: torch's FlopCounterMode (and so `quadranet.convert.count_flops`) counts no FFT. `FFT_FLOP_FORMULAS` is a
-`custom_mapping` for FlopCounterMode that counts them by the authors' rule (`raoyongming/HorNet`,
-`calc_flops.py`: N * C * ceil(log2 N) multiply-adds per 2D FFT of C channels over N points).
+FLOPs: torch's FlopCounterMode counts no FFT; `quadranet.convert.count_flops` adds them by the authors' rule
+(`convert.measure.FFT_FLOP_FORMULAS`).
 """
 from __future__ import annotations
 
@@ -39,7 +38,7 @@ from torch import Tensor, nn
 
 from .build import register_family
 
-__all__ = ["FFT_FLOP_FORMULAS", "GFNET_CONFIGS", "GFNET_PUBLISHED", "GFNet", "GFNetBlock", "GlobalFilter", "gfnet",
+__all__ = ["GFNET_CONFIGS", "GFNET_PUBLISHED", "GFNet", "GFNetBlock", "GlobalFilter", "gfnet",
            "resample_grid"]
 
 GFNET_CONFIGS = {
@@ -222,25 +221,6 @@ def gfnet(size: str, **kwargs) -> GFNet:
                                 mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
                                 num_classes=model.num_classes, interpolation="bicubic", crop_pct=0.9)
     return model
-
-
-def _fft_flops(shape: Sequence[int], dim: Sequence[int]) -> int:
-    """2 x the authors' multiply-adds of one FFT over `dim` of a real tensor of `shape`: every one of its
-    values costs ceil(log2 N), N the points transformed together."""
-    n = math.prod(shape[d] for d in dim)
-    return 2 * math.prod(shape) * math.ceil(math.log2(n)) if n > 1 else 0
-
-
-def _r2c_flops(x_shape, dim, normalization, onesided, out_shape=None, **kwargs) -> int:
-    return _fft_flops(x_shape, dim)
-
-
-def _c2r_flops(x_shape, dim, normalization, last_dim_size, out_shape=None, **kwargs) -> int:
-    return _fft_flops(out_shape, dim)  # counted on the real side, as the forward transform
-
-
-# FlopCounterMode(custom_mapping=FFT_FLOP_FORMULAS) counts rfft2 / irfft2 (2 FLOPs per multiply-add, as the rest)
-FFT_FLOP_FORMULAS = {torch.ops.aten._fft_r2c: _r2c_flops, torch.ops.aten._fft_c2r: _c2r_flops}
 
 
 def _factory(size: str):

@@ -124,7 +124,7 @@ class EnergyMeter:
             except Exception as e:  # no bindings, or a GPU without an energy counter
                 self.source = f"unavailable: nvml ({type(e).__name__}: {e})"
             return
-        # CodeCarbon's hardware detection waits about 1.5 s (a CPU-info subprocess): it runs beside the run's
+        # CodeCarbon's hardware detection waits on a CPU-info subprocess: it runs beside the run's
         # start-up (model and data building) in a thread, which the first update() joins
         self._starting = threading.Thread(target=self._start_tracker, args=(output_dir,), daemon=True)
         self._starting.start()
@@ -222,7 +222,8 @@ def peak_memory_mb(device: torch.device) -> Optional[float]:
         return None
 
 
-def _git(*args: str) -> Optional[str]:
+def git(*args: str) -> Optional[str]:
+    """The output of `git <args>` in this package's checkout, or None (no git, not a checkout)."""
     root = Path(__file__).resolve().parents[2]
     try:
         out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
@@ -263,8 +264,8 @@ def hardware(num_devices: int = 1, device_type: str = "cpu") -> dict:
 def provenance(config: Optional[dict] = None, config_hash: Optional[str] = None, seed: Optional[int] = None,
                num_devices: int = 1, device_type: str = "cpu", command: Optional[list] = None) -> dict:
     """Where a number came from: code version, command, config, libraries, hardware, date."""
-    commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
     return {
         "git_commit": commit, "git_dirty": None if status is None else bool(status),
         "command": shlex.join(command if command is not None else [Path(sys.argv[0]).name, *sys.argv[1:]]),

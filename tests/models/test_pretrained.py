@@ -165,7 +165,7 @@ def test_quadratized_pretrained_is_exact_and_converts_every_depthwise_conv(loade
     name, _, _, model, x, logits = loaded
     q = quadranet.quadratize(P.pretrained(name), rank=2)
     dws = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
-    assert sorted(n for n, _ in quadranet.adapters(q)) == sorted(dws)
-    assert any(isinstance(m.primary, timm.layers.Conv2dSame) for _, m in quadranet.adapters(q))
+    assert sorted(n for n, _ in quadranet.quadratic_adapters(q)) == sorted(dws)
+    assert any(isinstance(m.primary, timm.layers.Conv2dSame) for _, m in quadranet.quadratic_adapters(q))
     with torch.no_grad():
         assert torch.equal(q(x), logits)
