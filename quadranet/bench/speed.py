@@ -15,6 +15,7 @@ board's counter (NVML); on the CPU the variants take turns, so the meter gives t
 all of them (CodeCarbon: RAPL, or its load-based estimate) and each row's energy is that power times its step
 time: the energy ratios on the CPU are then the time ratios, and say nothing more.
 
+`arch` is the timm architecture each row measured (`model` itself, or the sized variant's own network).
 Variants: `first_order` (the timm model), `adapted` (quadratize, all trainable), `adapted_frozen`
 (primary terms frozen: the quadratic terms and the unconverted layers, the head included, train),
 `adapted_memeff` (memory-efficient quadratic product), `adapted_autograd` (the plain product through autograd's
@@ -54,7 +55,7 @@ SIZED_VARIANTS = {"v1": "quadranet_v1_{}", "hornet": "hornet_{}", "gfnet": "gfne
 PEER_VARIANTS = ("hornet", "gfnet", "focalnet")
 LAYER_VARIANTS = ("first_order", "adapted", "adapted_memeff", "adapted_autograd")
 MODES = ("train", "infer")
-COLUMNS = ("model", "variant", "mode", "batch", "input_size", "device", "threads", "dtype", "channels_last", "compile",
+COLUMNS = ("model", "variant", "arch", "mode", "batch", "input_size", "device", "threads", "dtype", "channels_last", "compile",
            "images_per_s", "step_ms", "step_ms_iqr", "peak_mem_mb", "saved_for_backward_mb", "params",
            "trainable_params", "rank", "flops", "flops_ratio", "ratio_vs_first_order", "joules_per_image",
            "energy_source")
@@ -338,7 +339,9 @@ def benchmark(model: str = "convnext_atto", variants: Sequence[str] = VARIANTS, 
         rows = _measure(nets, make_inputs, F.cross_entropy, modes, device=dev, amp_dtype=amp, compile=compile,
                         steps=steps, warmup=warmup, optimizer=optimizer)
     ranks = {v: min(r.values()) if isinstance(r, dict) else r for v, r in ranks.items()}  # per-layer LoRA: the lowest
-    rows = [dict(model=model, rank=ranks[r["variant"]], flops=flops[r["variant"]], **meta, **r) for r in rows]
+    archs = {v: sized_arch(model, v, v1_size) if v in SIZED_VARIANTS else model for v in variants}
+    rows = [dict(model=model, arch=archs[r["variant"]], rank=ranks[r["variant"]], flops=flops[r["variant"]], **meta, **r)
+            for r in rows]
     return _with_ratios(rows)
 
 

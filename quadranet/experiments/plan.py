@@ -24,10 +24,10 @@ adapted (the bench has the kernels as the all-trainable adapter only).
 Throughput comes from bench CSVs the user names (`--bench`, e.g. one measured on their GPU) or from a short probe
 on the present device (without `--bench`), at the bench's batch and input size, scaled to the run's resolution by
 pixel count (cost per image grows with H x W). The probe bounds its memory: one variant at a time beside the
-first-order model, freed before the next, on a batch of at most `--probe-batch` images of 64 px in pixels (fewer
-images at larger sizes), and it refuses at once when the device has less memory free than the weights, gradients
-and AdamW moments of the two networks need. Detection runs (COCO) are listed but not projected: the bench measures
-classifiers only.
+first-order model, each in a process of its own, on a batch with at most the pixels of `--probe-batch` images of
+64 px (fewer images at larger sizes); it refuses at once when the device has less memory free than the weights,
+gradients and AdamW moments of the two networks need. Detection runs (COCO) are listed but not projected: the bench
+measures classifiers only.
 
 Device-hours = device-seconds / 3600, for any number of devices (a DDP job's images are split over its devices).
 
@@ -38,7 +38,6 @@ time is), or, with `--power-w` (e.g. a GPU's rated board power), device-hours x 
 """
 from __future__ import annotations
 
-import gc
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,13 +234,12 @@ def probe(models, device="auto", batch=32, steps=3, warmup=1, kernels=(), free: 
     plan uses (PROBED; `v1` where a V1 size is given; `adapted_<kernel>` for each of `kernels` other than bilinear),
     train and infer, `steps` timed steps after `warmup`, AdamW as the runs use, on `probe_batch` images.
 
-    Each variant is benchmarked on its own beside the first-order network (whose rows are kept once), and freed
-    before the next, so the probe holds two networks at a time. free: bytes free on the device (default: measured,
-    `free_memory`); a model needing more is refused before anything runs (`check_probe_memory`)."""
+    Each variant is benchmarked beside the first-order network (whose rows are kept once) in a process of its own
+    (`benchmark_alone`), so the probe holds two networks at a time. free: bytes free on the device (default:
+    measured, `free_memory`); a model needing more is refused before anything runs (`check_probe_memory`)."""
     import pandas as pd
-    import torch
 
-    from ..bench.speed import benchmark, resolve_device
+    from ..bench.speed import resolve_device
 
     dev = resolve_device(device)
     check_probe_memory(models, free_memory(dev) if free is None else free)
@@ -253,14 +251,29 @@ def probe(models, device="auto", batch=32, steps=3, warmup=1, kernels=(), free: 
         print(f"plan: probing {model} at {size} px on {dev}, batch {n}: {', '.join(variants)}, {steps} steps each",
               flush=True)
         for variant in variants:
-            df = benchmark(model=model, variants=[variant], modes=("train", "infer"), batch=n, input_size=size,
-                           steps=steps, warmup=warmup, device=str(dev), v1_size=v1_size, optimizer="adamw")
+            df = benchmark_alone(model=model, variants=[variant], modes=("train", "infer"), batch=n, input_size=size,
+                                 steps=steps, warmup=warmup, device=str(dev), v1_size=v1_size, optimizer="adamw")
             frames.append(df if variant == "first_order" else df[df["variant"] != "first_order"])
-            del df
-            gc.collect()  # the two networks, their gradients and optimizer state, before the next variant's
-            if dev.type == "cuda":
-                torch.cuda.empty_cache()
     return pd.concat(frames, ignore_index=True)
+
+
+def benchmark_alone(**kwargs) -> "pd.DataFrame":
+    """`quadranet.bench.speed.benchmark(**kwargs)` in a new process: all it allocated goes back to the system when
+    it ends, whatever the allocator keeps or a reference cycle holds, before the next benchmark starts."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    from ..bench.speed import benchmark
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            return pool.submit(benchmark, **kwargs).result()
+        except BrokenProcessPool:
+            raise RuntimeError(f"the probe of {kwargs['model']} ({', '.join(kwargs['variants'])}) at "
+                               f"{kwargs['input_size']} px, batch {kwargs['batch']}, ended without a result (killed, "
+                               f"e.g. for memory); give a smaller --probe-batch, or measure it where it fits and "
+                               f"pass the CSV to --bench") from None
 
 
 def bench_model(rid, work, backbone_of, sheet: Optional[Sheet]) -> tuple:

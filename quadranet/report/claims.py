@@ -63,6 +63,17 @@ RULES = {
            "shift. Printed beside, not used: D = A minus the same mean over the linear shifts ({linear}), the "
            "head-only control and, where E3 ran it (adapt_rbf), the adapter with the rbf kernel minus bilinear's "
            "and minus LoRA's over the kept nonlinear shifts. " + OVERALL_RULE),
+    "C8": ("per size and high-order peer ({peers}, each from random init on the same task, schedule and seeds as "
+           "QuadraNet V1): accuracy is the paired difference by seed of final top-1, V1 minus the peer, per hardware "
+           "of the runs; speed and memory come from every bench CSV that measured V1 and the peer in one process "
+           "(train step: images/s ratio V1 / peer, faster or slower only beyond half the sum of the two rows' "
+           "relative interquartile ranges; memory: what autograd keeps for one train step's backward, "
+           "saved_for_backward_mb, the one memory figure measured on every device). Holds when the lower bound of "
+           "every accuracy {interval} is >= -{margin:g} pp (similar accuracy or better) and V1 trains faster and "
+           "keeps less for backward in every bench; does not hold when an upper bound is < -{margin:g} pp or V1 "
+           "trains slower or keeps more in a bench; else inconclusive; not testable without both runs and bench "
+           "rows. The largest throughput ratio and memory saving are printed beside the paper's 'up to 1.5x' and "
+           "'30% less'. " + OVERALL_RULE),
     "C9": ("per hardware and kernel (E4 variants whose adapter.kernel is not bilinear): paired difference by seed "
            "of final top-1, kernel minus the base variant (bilinear, otherwise the same adaptation); holds when the "
            "lower bound of its {interval} is > 0, does not hold when the upper bound is < 0, else inconclusive. "
@@ -447,16 +458,85 @@ def c7(runs, curves, bench, **_) -> Finding:
                    details, rule)
 
 
-def c8(runs, curves, bench, **_) -> Finding:
-    ours = "no other high-order model (HorNet, GFNet, ...) is benchmarked here"
-    details = ours
-    if not bench.empty and {"variant", "ratio_vs_first_order"} <= set(bench.columns):
-        v1 = bench[(bench["variant"] == "v1") & (bench.get("mode", "train") == "train")]
-        if len(v1):
-            details += "; context, V1 train-step time relative to first-order: " + ", ".join(
-                f"{r.model} [{r.hardware}] {r.ratio_vs_first_order:.2f}x" for r in v1.itertuples())
-    return Finding(UNTESTABLE, ours, "needs a state-of-the-art high-order baseline in the bench", details,
-                   "needs a state-of-the-art high-order baseline in the bench")
+PEERS = ("hornet", "gfnet", "focalnet")  # the high-order peers of the bench (bench.speed.SIZED_VARIANTS)
+
+
+def _v1_vs_peer_bench(bench: pd.DataFrame) -> pd.DataFrame:
+    """Per bench CSV, size and peer: train images/s ratio V1 / peer with its noise band, infer ratio, memory ratio."""
+    if bench.empty or "arch" not in bench or not bench["variant"].isin(PEERS).any():
+        return pd.DataFrame()
+    b = bench[bench["variant"].isin(("v1", *PEERS)) & bench["arch"].notna()]
+    rows = []
+    for (hw, src, model), g in b.groupby(["hardware", "source", "model"]):
+        v1 = g[g["variant"] == "v1"].set_index("mode")
+        if v1.empty or "train" not in v1.index:
+            continue
+        size = str(v1.loc["train", "arch"]).removeprefix("quadranet_v1_")
+        for peer, q in g[g["variant"].isin(PEERS)].groupby("variant"):
+            q = q.set_index("mode")
+            if "train" not in q.index:
+                continue
+            t, u = v1.loc["train"], q.loc["train"]
+            noise = (t["step_ms_iqr"] / t["step_ms"] + u["step_ms_iqr"] / u["step_ms"]) / 2
+            rows.append({"hardware": hw, "source": src, "size": size, "peer": peer, "peer_arch": u["arch"],
+                         "train_ratio": t["images_per_s"] / u["images_per_s"], "noise": noise,
+                         "infer_ratio": (v1.loc["infer", "images_per_s"] / q.loc["infer", "images_per_s"]
+                                         if "infer" in v1.index and "infer" in q.index else np.nan),
+                         "memory_ratio": t["saved_for_backward_mb"] / u["saved_for_backward_mb"]})
+    return pd.DataFrame(rows)
+
+
+def _v1_vs_peer_accuracy(runs: pd.DataFrame, size: str, peer_arch: str) -> pd.DataFrame:
+    """Per hardware: the paired interval (by seed) of final top-1, V1 at `size` minus `peer_arch`, both from scratch."""
+    r = finished(runs)
+    if r.empty or "cfg.model.arch" not in r:
+        return pd.DataFrame()
+    r = r[r["cfg.method"] == "scratch"].drop_duplicates(["hardware", "run"])
+    arch = r["cfg.model.arch"].map({f"quadranet_v1_{size}": "v1", peer_arch: "peer"})
+    r = r.assign(method=arch).dropna(subset=["method"])
+    return paired(r, "acc1", "v1", "peer", ["hardware"]) if len(r) else pd.DataFrame()
+
+
+def c8(runs, curves, bench, competitive_pp=1.0, **_) -> Finding:
+    rule = RULES["C8"].format(peers=", ".join(PEERS), interval=INTERVAL_RULE, margin=competitive_pp)
+    speed = _v1_vs_peer_bench(bench)
+    if speed.empty:
+        absent = "no bench measured QuadraNet V1 beside a high-order peer (hornet, gfnet, focalnet)"
+        return Finding(UNTESTABLE, absent, absent, absent, rule)
+    verdicts, named, heads, details = [], [], [], []
+    for (size, peer, peer_arch), g in speed.groupby(["size", "peer", "peer_arch"]):
+        acc = _v1_vs_peer_accuracy(runs, size, peer_arch)
+        faster = (g["train_ratio"] > 1 + g["noise"]).all()
+        slower = (g["train_ratio"] < 1 - g["noise"]).any()
+        less, more = (g["memory_ratio"] < 1).all(), (g["memory_ratio"] > 1).any()
+        if acc.empty:
+            v = UNTESTABLE
+        elif any(interval_verdict(row, -competitive_pp) == FAILS for _, row in acc.iterrows()) or slower or more:
+            v = FAILS
+        elif acc["n"].min() < 2:
+            v = FEW_SEEDS
+        elif all(interval_verdict(row, -competitive_pp) == HOLDS for _, row in acc.iterrows()) and faster and less:
+            v = HOLDS
+        else:
+            v = INCONCLUSIVE
+        verdicts.append(v)
+        name = f"V1 {size} vs {peer_arch}"
+        named.append((name, v))
+        accuracy = "; ".join(f"top-1 V1 - {peer_arch} [{row['hardware']}] {fmt_interval(row, unit=' pp')}"
+                             for _, row in acc.iterrows()) or f"no runs of {peer_arch} beside V1 from scratch"
+        bench_text = "; ".join(
+            f"[{row.hardware}, {row.source}] train images/s {row.train_ratio:.2f}x (noise ±{row.noise:.2f}), "
+            f"infer {row.infer_ratio:.2f}x, kept for backward {100 * (1 - row.memory_ratio):+.0f}% less"
+            for row in g.itertuples())
+        details.append(f"{name}: {v}: {accuracy}; {bench_text}")
+        heads.append(f"{name}: train {g['train_ratio'].max():.2f}x, {100 * (1 - g['memory_ratio'].min()):.0f}% less "
+                     f"kept" + (f", top-1 {_short(acc.iloc[0])}" if len(acc) else ""))
+    verdict = overall(verdicts)
+    best = (f"largest V1 / peer train throughput {speed['train_ratio'].max():.2f}x (paper: up to 1.5x), largest "
+            f"memory saving {100 * (1 - speed['memory_ratio'].min()):.0f}% (paper: 30%)")
+    why = _why(verdict, named, {FAILS: "V1 is slower, keeps more for backward or scores lower than a peer",
+                                HOLDS: "V1 is faster and leaner than every peer at similar accuracy"})
+    return Finding(verdict, "; ".join(heads), why, best + ". " + " | ".join(details), rule)
 
 
 def c9(runs, curves, bench, **_) -> Finding:

@@ -6,7 +6,9 @@ point has two or more seeds.
     fig2_pretraining_scale     E2: top-1 and training device-seconds vs the size of the pretraining set (paper Fig. 2)
     fig3_adaptation_capacity   E3: accuracy recovered by each adaptation method per shift (paper Fig. 3)
     fig4_architecture          one block of the first-order, QuadraNet V1 and V2-adapted models, drawn from
-                               the modules timm and quadranet build (paper Fig. 4)
+                               the modules timm and quadranet build, and below, measured: top-1 from scratch
+                               against train throughput and memory kept for backward of those networks and the
+                               high-order peers HorNet, GFNet, FocalNet at one size (paper Fig. 4; claim C8)
     fig5_stage_training        stage 1 (first-order pretraining) then stage 2 (quadratic adaptation), and the
                                two-stage runs' curves, in training device-seconds (paper Fig. 5)
     fig6_accuracy_vs_cost      E1: top-1 vs training device-seconds (log axis), one panel per reference, backbone and
@@ -64,7 +66,8 @@ VARIANT_COLORS = {"first_order": METHOD_COLORS["fo_scratch"], "adapted": METHOD_
                   "adapted_frozen": "#fb6a4a", "adapted_memeff": "#67000d", "adapted_autograd": "#fcbba1",
                   "lora": METHOD_COLORS["lora"], "lora_frozen": "#98df8a", "lora_merged": "#006d2c",
                   "adapted_rbf": "#fdae6b", "adapted_rbf_in": "#e6550d",
-                  "v1": METHOD_COLORS["v1_scratch"]}
+                  "v1": METHOD_COLORS["v1_scratch"], "hornet": "#bcbd22", "gfnet": "#393b79", "focalnet": "#637939"}
+PEER_LABELS = {"hornet": "HorNet (gnConv)", "gfnet": "GFNet (global filter)", "focalnet": "FocalNet (focal modulation)"}
 
 
 def _color(method: str) -> str:
@@ -682,6 +685,64 @@ def _first_block(model, layer_types) -> str:
     raise ValueError("no quadratic layer found")
 
 
+def _draw_block(ax, title: str, model, name: str) -> None:
+    total = sum(p.numel() for p in model.parameters())
+    ax.set_title(f"{title}\nblock {name}; model {total / 1e6:.2f}M params", fontsize=9)
+    ax.axis("off")
+    y = 0.0
+    for i, (head, lines, quad) in enumerate(_block_rows(model.get_submodule(name))):
+        h = 0.5 + 0.35 * len(lines)
+        ax.add_patch(matplotlib.patches.FancyBboxPatch((0.02, y - h), 0.96, h, boxstyle="round,pad=0.01",
+                                                       fc="#f6c28b" if quad else "#dbe9f6", ec="black", lw=0.6))
+        ax.text(0.5, y - 0.25, head, ha="center", va="center", fontsize=7.5, weight="bold" if quad else None)
+        for j, line in enumerate(lines):
+            ax.text(0.5, y - 0.55 - 0.35 * j, line, ha="center", va="center", fontsize=6.5)
+        if i:
+            ax.annotate("", (0.5, y), (0.5, y + 0.3), arrowprops=dict(arrowstyle="->", lw=0.6))
+        y -= h + 0.3
+    ax.set_xlim(0, 1)
+    ax.set_ylim(y, 0.1)
+
+
+def _high_order_points(runs: pd.DataFrame, bench: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """One row per network of the bench CSV that measured the most high-order peers (train mode): label, variant,
+    images/s, kept for backward, and the top-1 over seeds of its E1 runs from scratch (V2: its adaptation) on the
+    reference with the most such runs; and a caption naming both sources."""
+    if bench.empty or "arch" not in bench:
+        return pd.DataFrame(), ""
+    b = bench[(bench["mode"] == "train") & bench["arch"].notna()]
+    peers = b[b["variant"].isin(PEER_LABELS)]
+    if peers.empty:
+        return pd.DataFrame(), ""
+    src = peers.groupby(["hardware", "source"])["variant"].nunique().idxmax()
+    b = b[(b["hardware"] == src[0]) & (b["source"] == src[1])].drop_duplicates("variant").set_index("variant")
+    r = finished(runs, "e1")
+    if r.empty or "cfg.model.arch" not in r:
+        return pd.DataFrame(), ""
+    r = r.drop_duplicates(["hardware", "run"])
+    base = b.loc["first_order", "arch"] if "first_order" in b.index else None
+    wanted = {"first_order": (r["method"] == "fo_scratch") & (r["cfg.model.arch"] == base),
+              "adapted": (r["method"] == "adapt") & (r["variant"] == "intask") & (r["cfg.model.arch"] == base)}
+    for v in ("v1", *PEER_LABELS):
+        if v in b.index:
+            wanted[v] = (r["cfg.method"] == "scratch") & (r["cfg.model.arch"] == b.loc[v, "arch"])
+    counts = r[np.logical_or.reduce(list(wanted.values()))].groupby("hardware").size()
+    if counts.empty:
+        return pd.DataFrame(), ""
+    hw = counts.idxmax()
+    labels = {"first_order": f"first-order {base}", "adapted": f"V2: {base} adapted (from first-order weights)",
+              "v1": "QuadraNet V1", **PEER_LABELS}
+    rows = []
+    for v, mask in wanted.items():
+        acc = r.loc[mask & (r["hardware"] == hw), "acc1"]
+        if v in b.index and len(acc):
+            rows.append({"variant": v, "label": f"{labels[v]} ({b.loc[v, 'arch']})", "images_per_s":
+                         b.loc[v, "images_per_s"], "kept_mb": b.loc[v, "saved_for_backward_mb"],
+                         "acc": acc.mean(), "sd": _sd(acc), "n": len(acc)})
+    caption = f"top-1: E1 runs [{hw}]; speed and memory: bench {src[1]} [{src[0]}], train step, one process"
+    return pd.DataFrame(rows), caption
+
+
 def fig4_architecture(runs, curves, bench, arch: str = "convnext_atto", **_):
     import timm
 
@@ -692,28 +753,31 @@ def fig4_architecture(runs, curves, bench, arch: str = "convnext_atto", **_):
     adapted = quadranet.quadratize(timm.create_model(arch, num_classes=10))
     v1 = timm.create_model("quadranet_v1_atto", num_classes=10)
     block, v1_block = _first_block(adapted, QuadraticAdapter), _first_block(v1, QuadraticConv2d)
-    columns = [(f"first-order {arch}", first, block), ("QuadraNet V1 (quadranet_v1_atto)", v1, v1_block),
-               (f"QuadraNet V2: quadratized {arch}", adapted, block)]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 6))
-    for ax, (title, model, name) in zip(axes, columns):
-        total = sum(p.numel() for p in model.parameters())
-        ax.set_title(f"{title}\nblock {name}; model {total / 1e6:.2f}M params", fontsize=9)
-        ax.axis("off")
-        y = 0.0
-        for i, (head, lines, quad) in enumerate(_block_rows(model.get_submodule(name))):
-            h = 0.5 + 0.35 * len(lines)
-            ax.add_patch(matplotlib.patches.FancyBboxPatch((0.02, y - h), 0.96, h, boxstyle="round,pad=0.01",
-                                                           fc="#f6c28b" if quad else "#dbe9f6", ec="black", lw=0.6))
-            ax.text(0.5, y - 0.25, head, ha="center", va="center", fontsize=7.5, weight="bold" if quad else None)
-            for j, line in enumerate(lines):
-                ax.text(0.5, y - 0.55 - 0.35 * j, line, ha="center", va="center", fontsize=6.5)
-            if i:
-                ax.annotate("", (0.5, y), (0.5, y + 0.3), arrowprops=dict(arrowstyle="->", lw=0.6))
-            y -= h + 0.3
-        ax.set_xlim(0, 1)
-        ax.set_ylim(y, 0.1)
-    fig.suptitle("One block of each network, drawn from the modules the code builds (orange: quadratic neurons; "
+    fig = plt.figure(figsize=(14, 10.5), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1.35, 1])
+    for ax, (title, model, name) in zip(top.subplots(1, 3), [
+            (f"first-order {arch}", first, block), ("QuadraNet V1 (quadranet_v1_atto)", v1, v1_block),
+            (f"QuadraNet V2: quadratized {arch}", adapted, block)]):
+        _draw_block(ax, title, model, name)
+    top.suptitle("One block of each network, drawn from the modules the code builds (orange: quadratic neurons; "
                  "identity shortcut not drawn)", fontsize=10)
+    a1, a2 = bottom.subplots(1, 2)
+    points, caption = _high_order_points(runs, bench)
+    if points.empty:
+        for ax in (a1, a2):
+            _empty(ax, "no bench measured the high-order peers (hornet, gfnet, focalnet) beside runs from scratch")
+    else:
+        for ax, x, xlabel in ((a1, "images_per_s", "train images/s (higher is faster)"),
+                              (a2, "kept_mb", "MB kept for one train step's backward (lower is leaner)")):
+            for p in points.itertuples():
+                ax.errorbar(getattr(p, x), p.acc, yerr=p.sd, fmt="o", ms=8, capsize=3,
+                            color=VARIANT_COLORS.get(p.variant, "black"), label=f"{p.label}, n={p.n}")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("top-1 (%)")
+            ax.grid(alpha=0.3)
+        bottom.suptitle(f"Measured at one size: {caption}; {ERRORS}", fontsize=9)
+        handles, labels = a1.get_legend_handles_labels()
+        bottom.legend(handles, labels, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
     return fig
 
 

@@ -139,7 +139,8 @@ def test_layer_mode_memory_efficient_saves_less(tmp_path, monkeypatch):
     (dict(variants=["quadratic"]), "quadratic"),
     (dict(steps=0), "steps=0"),
     (dict(warmup=-1), "warmup=-1"),
-    (dict(model="resnet18", variants=["v1"]), "v1_size"),
+    (dict(model="resnet18", variants=["v1"]), r"v1 variant of 'resnet18' needs a size \(--v1-size\)"),
+    (dict(model="resnet18", variants=["hornet"], v1_size="nano"), "registered hornet_<size>; got 'nano'"),
     (dict(dtype="float16"), "float16"),
     (dict(compile=True, warmup=0), "warmup=0"),
 ])
@@ -177,3 +178,13 @@ def test_kernel_variants_by_name():
     # rbf: one projection weight and two BatchNorm parameters per channel instead of rank projection weights;
     # rbf_in adds the dense 1x1 projections P_a, P_b
     assert rows.loc["adapted_rbf", "params"] < rows.loc["adapted", "params"] < rows.loc["adapted_rbf_in", "params"]
+
+
+def test_peers_are_measured_at_the_v1_size_and_name_their_network():
+    df = speed.benchmark(**{**TINY, "device": "cpu", "model": "test_convnext", "variants": ["v1", "hornet", "gfnet",
+                                                                                          "focalnet"],
+                            "v1_size": "test", "modes": ["infer"]})
+    assert dict(zip(df["variant"], df["arch"])) == {"first_order": "test_convnext", "v1": "quadranet_v1_test",
+                                                    "hornet": "hornet_test", "gfnet": "gfnet_test",
+                                                    "focalnet": "focalnet_test"}
+    assert (df["images_per_s"] > 0).all()

@@ -9,7 +9,7 @@ import pytest
 from quadranet import cli
 from quadranet.report import FIGURES, TABLES
 from quadranet.report.claims import (COARSE, FAILS, FEW_SEEDS, HOLDS, INCONCLUSIVE, NOT_CONVERGED, START_MEETS,
-                                     UNTESTABLE, c1_row, c2, c3, c4, c5, evaluate_claims, overall, write_claims)
+                                     UNTESTABLE, c1_row, c2, c3, c4, c5, c8, evaluate_claims, overall, write_claims)
 from quadranet.report.collect import collect, count_once, load_collected, write_collected
 from quadranet.report.savings import bracket, eval_lines, last_quarter_gain, savings, time_to_target
 from quadranet.report.stats import binomial_se, paired, t_interval, t_quantile
@@ -479,3 +479,36 @@ def test_claim_c5_prints_the_rbf_adapter_against_bilinear_on_nonlinear_shifts_wi
     assert "minus bilinear's: +2.00 [+2.00, +2.00] pp" in f.details
     assert "410 added parameters, bilinear 480" in f.details
     assert "minus LoRA's: +3.10 [" in f.details  # rbf - LoRA on gamma and solarize: +3.0, +3.1, +3.2
+
+
+def _c8_inputs(v1_acc, peer_acc, v1_ms=10.0, peer_ms=12.0, v1_kept=5.0, peer_kept=8.0, iqr=0.2):
+    """E1 runs from scratch of QuadraNet V1 and HorNet at size 'test', and one bench CSV measuring both."""
+    rows = [dict(run=f"{arch}/seed{s}", seed=s, acc1=a, **{"cfg.model.arch": arch})
+            for arch, accs in (("quadranet_v1_test", v1_acc), ("hornet_test", peer_acc)) for s, a in enumerate(accs)]
+    runs = pd.DataFrame(rows).assign(hardware="runs-hw", status="done", exp="e1", backbone="b", method="m",
+                                     variant="intask", **{"cfg.method": "scratch"})
+    bench = pd.DataFrame([dict(variant=v, arch=a, mode="train", step_ms=ms, step_ms_iqr=iqr, images_per_s=64e3 / ms,
+                               saved_for_backward_mb=kept)
+                          for v, a, ms, kept in (("v1", "quadranet_v1_test", v1_ms, v1_kept),
+                                                 ("hornet", "hornet_test", peer_ms, peer_kept))])
+    return runs, bench.assign(hardware="bench-hw", source="test_convnext", model="test_convnext")
+
+
+@pytest.mark.parametrize("kwargs, verdict", [
+    (dict(v1_acc=[80.0, 81.0, 82.0], peer_acc=[80.2, 81.1, 82.3]), HOLDS),  # faster, leaner, within 1 pp
+    (dict(v1_acc=[80.0, 81.0, 82.0], peer_acc=[80.2, 81.1, 82.3], v1_ms=14.0), FAILS),  # slower train step
+    (dict(v1_acc=[80.0, 81.0, 82.0], peer_acc=[80.2, 81.1, 82.3], v1_kept=9.0), FAILS),  # keeps more for backward
+    (dict(v1_acc=[76.0, 77.0, 78.0], peer_acc=[80.2, 81.1, 82.3]), FAILS),  # 4 pp below in every seed
+    (dict(v1_acc=[80.0, 81.0, 82.0], peer_acc=[80.2, 81.1, 82.3], v1_ms=11.9, iqr=1.0), INCONCLUSIVE),  # in noise
+    (dict(v1_acc=[80.0], peer_acc=[80.2]), FEW_SEEDS),
+])
+def test_claim_c8_compares_v1_with_each_peer_on_accuracy_speed_and_memory(kwargs, verdict):
+    runs, bench = _c8_inputs(**kwargs)
+    f = c8(runs, pd.DataFrame(), bench)
+    assert f.verdict == verdict
+    assert "V1 test vs hornet_test" in f.details and "(paper: up to 1.5x)" in f.details
+
+
+def test_claim_c8_is_untestable_without_peers_in_the_bench():
+    runs, bench = _c8_inputs([80.0, 81.0], [80.0, 81.0])
+    assert c8(runs, pd.DataFrame(), bench[bench["variant"] == "v1"]).verdict == UNTESTABLE

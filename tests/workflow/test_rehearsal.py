@@ -29,8 +29,8 @@ SIZES = {"resolution", "batch_size", "eval_batch_size", "num_workers", "train_li
          "source_per_class", "model_args", "layer_args"}
 # the other differences, by path: where the data and weights are, the scale label, the resources (2 processes on
 # the CPU) and the native resolution (224-260 px on a CPU would take hours)
-PATHS = {("scale",), ("resources",), ("native_resolution",), ("weights",), ("run", "data", "root"), ("source", "data", "root"),
-         ("e3", "data", "root"), ("coco", "run", "data", "root")}
+PATHS = {("scale",), ("resources",), ("native_resolution",), ("weights",), ("run", "data", "root"),
+         ("source", "data", "root"), ("e3", "data", "root"), ("coco", "run", "data", "root")}
 
 
 def differences(paper, rehearsal, path=()) -> list:

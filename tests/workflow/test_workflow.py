@@ -151,7 +151,8 @@ def sheet_row(*cells) -> str:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("row, message", [
-    (sheet_row("resnet_new", "ResNet", "9x", "5.0", "resnet9x_nope", "workflow", "by this workflow", "160", "smoke", ""),
+    (sheet_row("resnet_new", "ResNet", "9x", "5.0", "resnet9x_nope", "workflow", "by this workflow", "160", "smoke",
+               ""),
      "column 'arch': 'resnet9x_nope' is not a timm model"),
     (sheet_row("test_convnext", "ConvNeXt", "test", "0.27", "test_convnext", "workflow", "by this workflow", "160",
                "", ""),

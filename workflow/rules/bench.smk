@@ -1,7 +1,7 @@
 # E5 efficiency (table 5, figure 7): train-step and inference speed and memory of each model's variants
-# (first-order, adapted, adapted_frozen, adapted_memeff, adapted_autograd, v1, lora), and one quadratic layer with plain,
-# memory-efficient and standard-autograd backward. Each CSV is measured in one process on one device, layout and precision, so
-# ratios only compare rows of the same file.
+# (first-order, adapted, adapted_frozen, adapted_memeff, adapted_autograd, v1, lora), and one quadratic layer with
+# plain, memory-efficient and standard-autograd backward. Each CSV is measured in one process on one device, layout
+# and precision, so ratios only compare rows of the same file.
 
 
 rule bench:

@@ -29,7 +29,9 @@ CONFIGS_DIR = "results/configs"
 # Jobs run this checkout's quadranet package (PYTHONPATH), through the installed console script (the job's
 # environment, e.g. a conda env) or else this interpreter (a venv that is not on PATH).
 CHECKOUT = f"env PYTHONPATH={shlex.quote(workflow.basedir)}"
-QUADRANET = f"{CHECKOUT} " + ("quadranet" if shutil.which("quadranet") else f"{shlex.quote(sys.executable)} -m quadranet.cli")
+QUADRANET = f"{CHECKOUT} " + (
+    "quadranet" if shutil.which("quadranet") else f"{shlex.quote(sys.executable)} -m quadranet.cli"
+)
 TORCHRUN = "torchrun" if shutil.which("torchrun") else f"{shlex.quote(sys.executable)} -m torch.distributed.run"
 
 # Shell command that writes a small text output (params.text) atomically. Not a Python `run` block, since
