@@ -136,9 +136,10 @@ def reference_folders(reference: Optional[PathLike]) -> list[Path]:
 
 
 def bench_files(folder: Path) -> list[Path]:
-    """A reference folder's bench CSVs: `bench/` (eager PyTorch), `kernels/` (the adapter's kernels) and `runtime/`
-    (exported models in deployment runtimes, `quadranet bench --runtime`)."""
-    return [f for sub in ("bench", "kernels", "runtime") for f in sorted((folder / sub).glob("*.csv"))]
+    """A reference folder's bench CSVs: `bench/` (eager PyTorch), `kernels/` (the adapter's kernels), `peers/` (QuadraNet
+    V1 beside the high-order peers) and `runtime/` (exported models in deployment runtimes, `quadranet bench
+    --runtime`)."""
+    return [f for sub in ("bench", "kernels", "peers", "runtime") for f in sorted((folder / sub).glob("*.csv"))]
 
 
 def collect(manifest: PathLike, bench: Iterable[PathLike] = (), reference: Optional[PathLike] = None):
