@@ -18,7 +18,7 @@ def saved_tensor_bytes(fn: Callable[[], object]) -> tuple[int, object]:
         storage = t.untyped_storage()
         key = (t.device, storage.data_ptr())
         sizes[key] = max(sizes.get(key, 0), storage.nbytes())
-        return t
+        return t.detach()  # not `t`: a graph never run backward would keep itself alive through the hook
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = fn()

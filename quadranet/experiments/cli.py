@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from ..bench.results import read_bench
 from . import plan
 
 
@@ -24,7 +25,7 @@ def cmd_plan(args) -> None:
                                                 if detect_runs else "") + f" in {args.configfile}", flush=True)
     out = Path(args.out)
     if args.bench:
-        bench = plan.read_bench(args.bench)
+        bench = read_bench(args.bench)
     else:
         models, kernels = plan.probe_models(runs, manifest, sheet)
         bench = plan.probe(models, device=args.device, batch=args.probe_batch, steps=args.probe_steps,

@@ -164,6 +164,11 @@ class Design:
     def e1_start(self, name: str, setting: str, seed: int) -> dict:
         """Model keys of the first-order weights that E1 setting `setting` starts seed `seed` of backbone `name`
         from."""
+        if self.weights_of(name) == "none":
+            raise ValueError(f"{self.sheet.path}: row {name!r}, column weights: 'none' means trained from scratch only "
+                             f"(an architecture of its own, such as HorNet or GFNet, has no first-order weights to "
+                             f"adapt), but a run here adapts it (E1 setting {setting!r}); give its family only methods "
+                             f"from random init, e.g. e1.families.{self.sheet[name]['family']}.methods: [fo_scratch]")
         spec = self.config["e1"]["settings"][setting]
         if spec["weights"] == "sheet":
             return deep_merge(self.backbone_model(name), spec.get("run"))

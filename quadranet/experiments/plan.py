@@ -159,17 +159,6 @@ def trained_arch(cfg) -> str:
     return cfg.model.arch
 
 
-def read_bench(paths) -> "pd.DataFrame":
-    import pandas as pd
-
-    frames = [pd.read_csv(p) for p in paths]
-    df = pd.concat(frames, ignore_index=True)
-    missing = {"model", "variant", "mode", "input_size", "images_per_s"} - set(df.columns)
-    if missing:
-        raise ValueError(f"{paths}: not `quadranet bench` CSVs (no column {sorted(missing)})")
-    return df
-
-
 # the bench variants a run's parts use (`_variant`, EVAL_VARIANT; head-only runs use first_order), first_order first
 PROBED = tuple(v for v in EVAL_VARIANT if v != "head")
 PROBE_INPUT_SIZE = 64  # px: a probe batch has at most the pixels of --probe-batch images of this size

@@ -19,6 +19,7 @@ import pandas as pd
 import yaml
 
 from .. import atomic
+from ..bench.results import read_bench
 from ..experiments.registry import MANIFEST_COLUMNS
 
 PathLike = Union[str, Path]
@@ -120,11 +121,6 @@ def collect_results(results: PathLike, hardware: Optional[str] = None) -> tuple[
     curves = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=["run", "event"])
     curves.insert(0, "hardware", label)
     return runs, curves
-
-
-def read_bench(files: Iterable[PathLike], hardware: str) -> pd.DataFrame:
-    frames = [pd.read_csv(f).assign(hardware=hardware, source=Path(f).stem) for f in files if Path(f).is_file()]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def reference_folders(reference: Optional[PathLike]) -> list[Path]:

@@ -4,6 +4,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from quadranet.bench.results import read_bench
 from quadranet.classify.config import load_config
 from quadranet.cli import main
 from quadranet.experiments import plan
@@ -24,7 +25,7 @@ def test_default_projection_is_within_25_percent_of_the_reference_runs():
     """The default config projected from the bench its reference run measured (E5, same machine) against the
     device-seconds (train + eval) of its committed reference runs."""
     runs, manifest, sheet = planned("default")
-    df = plan.project(runs, manifest, plan.read_bench([REFERENCE / "bench" / "test_convnext.csv"]), sheet)
+    df = plan.project(runs, manifest, read_bench([REFERENCE / "bench" / "test_convnext.csv"]), sheet)
     cmp = plan.compare_reference(df, REFERENCE)
     assert len(cmp) == len(df) == len(runs)  # every run of the default is a reference run
     assert (cmp["images_planned"] == cmp["images_seen"]).all()  # images x epochs counted exactly

@@ -147,3 +147,18 @@ def test_a_run_starts_from_the_run_whose_folder_is_its_pretrained_model(workflow
         "pretrain/test_convnext/first_order/src10/seed0")
     assert registry.starts_from("e1/test_convnext/scratch/intask/seed0") is None  # from random init
     assert registry.starts_from("e9/no/such/run/seed0") is None
+
+
+def test_a_high_order_peer_row_trains_from_scratch_only(workflow_config, sheet):
+    """HorNet / GFNet / FocalNet rows (weights none): their E1 runs train the architecture from random init; a config
+    that would adapt them is refused, naming the row and the column."""
+    config = workflow_config("smoke")
+    config["e1"]["backbones"] = ["test_convnext", "hornet_test"]
+    config["e1"]["families"] = {"HorNet": {"methods": ["fo_scratch"], "settings": ["intask"]}}
+    runs = plan(config, sheet).runs
+    assert runs["e1/hornet_test/fo_scratch/intask/seed0"]["model"] == {"arch": "hornet_test", "pretrained": "none",
+                                                                        "quadratic": False}
+    assert not [rid for rid in runs if rid.startswith("e1/hornet_test/") and "fo_scratch" not in rid]
+    config["e1"]["families"] = {}
+    with pytest.raises(ValueError, match=r"row 'hornet_test', column weights: 'none' means trained from scratch only"):
+        plan(config, sheet)
