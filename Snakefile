@@ -1,7 +1,7 @@
 # QuadraNet V2 reproduction workflow (arXiv 2405.03192). Thin entry point: the stages live in workflow/rules/.
-#   snakemake --cores all                                       # embedded default (Fashion-MNIST, CPU, <= 20 min)
-#   snakemake --cores all --configfile workflow/config/smoke.yaml  # tests (<= 3 min)
-#   snakemake --profile profiles/local --configfile workflow/config/gpu.yaml    # one GPU, ~10 min
+#   snakemake --cores all                                          # embedded default (Fashion-MNIST, CPU)
+#   snakemake --cores all --configfile workflow/config/smoke.yaml  # the tests' small version of it
+#   snakemake --profile profiles/local-gpu --configfile workflow/config/gpu.yaml  # one GPU
 #   snakemake --profile profiles/slurm --configfile workflow/config/paper.yaml  # ImageNet / COCO on SLURM
 #   snakemake --report results/report.html                      # after a run: browsable report
 # A --configfile replaces the default config entirely (each config file is complete and validated).

@@ -40,7 +40,7 @@ def cmd_figures(args) -> None:
 
 
 def cmd_claims(args) -> None:
-    """Write the claims report (paper value, ours, scale, verdict for C1-C8)."""
+    """Write the claims report (paper value, ours, scale, verdict for C1-C9 and the suite's own A1-A2)."""
     from .claims import evaluate_claims, write_claims
     from .collect import load_collected
 
