@@ -16,7 +16,8 @@ from ..config import ConfigError
 from ..run.checkpoint import WEIGHTS
 from .pretrained import PRETRAINED
 
-__all__ = ["QUADRATIZE_KEYS", "WEIGHTS", "create_model", "quadratize_options", "register_family", "resolve_arch",
+__all__ = ["QUADRATIZE_KEYS", "WEIGHTS", "create_model", "imagenet_cfg", "quadratize_options", "register_family",
+           "register_sizes", "resolve_arch", "without_timm_keys",
            "weights_file"]
 
 # keyword arguments of `quadranet.quadratize` that a config's `adapter` section sets
@@ -66,3 +67,26 @@ def register_family(name: str, build: Callable, doc: str, module: str, namespace
     factory.__doc__ = doc
     namespace[name] = factory
     register_model(factory)
+
+
+def without_timm_keys(kwargs: dict) -> dict:
+    """`kwargs` less the keys timm's create_model passes every factory, which a model of our own does not take."""
+    return {k: v for k, v in kwargs.items() if k not in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")}
+
+
+def imagenet_cfg(name: str, model: nn.Module, side: int = 224, crop_pct: float = 0.875) -> dict:
+    """The timm pretrained_cfg of a model of our own: ImageNet normalisation at input `side`."""
+    return dict(architecture=name, input_size=(model.in_chans, side, side), mean=(0.485, 0.456, 0.406),
+                std=(0.229, 0.224, 0.225), num_classes=model.num_classes, interpolation="bicubic", crop_pct=crop_pct)
+
+
+def register_sizes(prefix: str, configs: dict, build: Callable, doc: str, module: str, namespace: dict) -> None:
+    """Register `build(size, **kwargs)` with timm as `<prefix>_<size>` for every size of `configs` (doc: formatted
+    with `size` and `cfg`). These models are trained from scratch here: pretrained=True is refused."""
+    for size, cfg in configs.items():
+        def make(pretrained: bool = False, _size: str = size, **kwargs):
+            if pretrained:
+                raise ValueError(f"{prefix}_{_size} has no pretrained weights: it is trained from scratch here")
+            return build(_size, **kwargs)
+
+        register_family(f"{prefix}_{size}", make, doc.format(size=size, cfg=cfg), module, namespace)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from timm.models.focalnet import FocalNet
 
-from .build import register_family
+from .build import imagenet_cfg, register_sizes, without_timm_keys
 
 __all__ = ["FOCALNET_CONFIGS", "focalnet"]
 
@@ -25,23 +25,9 @@ def focalnet(size: str, **kwargs) -> FocalNet:
     """A small FocalNet; `kwargs` go to timm's FocalNet (num_classes, in_chans, drop_path_rate, ...)."""
     if size not in FOCALNET_CONFIGS:
         raise ValueError(f"FocalNet size {size!r} is unknown; expected one of {list(FOCALNET_CONFIGS)}")
-    for k in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
-        kwargs.pop(k, None)
-    model = FocalNet(**{**FOCALNET_CONFIGS[size], **kwargs})
-    model.pretrained_cfg = dict(architecture=f"focalnet_{size}", input_size=(model.in_chans, 224, 224),
-                                mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
-                                num_classes=model.num_classes, interpolation="bicubic", crop_pct=0.9)
+    model = FocalNet(**{**FOCALNET_CONFIGS[size], **without_timm_keys(kwargs)})
+    model.pretrained_cfg = imagenet_cfg(f"focalnet_{size}", model, crop_pct=0.9)
     return model
 
 
-def _factory(size: str):
-    def build(pretrained: bool = False, **kwargs):
-        if pretrained:
-            raise ValueError(f"focalnet_{size} has no pretrained weights: it is trained from scratch here")
-        return focalnet(size, **kwargs)
-    return build
-
-
-for _size, _cfg in FOCALNET_CONFIGS.items():
-    register_family(f"focalnet_{_size}", _factory(_size), f"timm FocalNet (srf) {_size}: {_cfg}.", __name__,
-                    globals())
+register_sizes("focalnet", FOCALNET_CONFIGS, focalnet, "timm FocalNet (srf) {size}: {cfg}.", __name__, globals())

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, Mlp
 from torch import Tensor, nn
 
-from .build import register_family
+from .build import imagenet_cfg, register_sizes, without_timm_keys
 
 __all__ = ["GFNET_CONFIGS", "GFNET_PUBLISHED", "GFNet", "GFNetBlock", "GlobalFilter", "gfnet",
            "resample_grid"]
@@ -213,24 +213,9 @@ def gfnet(size: str, **kwargs) -> GFNet:
     """A GFNet of the given size; `kwargs` (num_classes, in_chans, img_size, drop_path_rate, ...) override it."""
     if size not in GFNET_CONFIGS:
         raise ValueError(f"GFNet size {size!r} is unknown; expected one of {list(GFNET_CONFIGS)}")
-    for k in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
-        kwargs.pop(k, None)
-    model = GFNet(**{**GFNET_CONFIGS[size], **kwargs})
-    img = model.img_size
-    model.pretrained_cfg = dict(architecture=f"gfnet_{size}", input_size=(model.in_chans, img, img),
-                                mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
-                                num_classes=model.num_classes, interpolation="bicubic", crop_pct=0.9)
+    model = GFNet(**{**GFNET_CONFIGS[size], **without_timm_keys(kwargs)})
+    model.pretrained_cfg = imagenet_cfg(f"gfnet_{size}", model, model.img_size, crop_pct=0.9)
     return model
 
 
-def _factory(size: str):
-    def build(pretrained: bool = False, **kwargs):
-        if pretrained:
-            raise ValueError(f"gfnet_{size} has no pretrained weights: it is trained from scratch here")
-        return gfnet(size, **kwargs)
-    return build
-
-
-for _size, _cfg in GFNET_CONFIGS.items():
-    register_family(f"gfnet_{_size}", _factory(_size), f"GFNet {_size}: {_cfg} (arXiv 2107.00645).", __name__,
-                    globals())
+register_sizes("gfnet", GFNET_CONFIGS, gfnet, "GFNet {size}: {cfg} (arXiv 2107.00645).", __name__, globals())

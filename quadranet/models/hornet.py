@@ -37,7 +37,7 @@ from timm.layers import DropPath, LayerNorm, LayerNorm2d
 from timm.models.convnext import ConvNeXt
 from torch import Tensor, nn
 
-from .build import register_family
+from .build import imagenet_cfg, register_sizes, without_timm_keys
 from .gfnet import GlobalFilter
 
 __all__ = ["HORNET_CONFIGS", "HORNET_PUBLISHED", "GlobalLocalFilter", "GnConv", "HorNetBlock", "hornet"]
@@ -152,13 +152,11 @@ def hornet(size: str, img_size: int = 224, ls_init_value: float = 1e-6, drop_pat
     in_chans, ...)."""
     if size not in HORNET_CONFIGS:
         raise ValueError(f"HorNet size {size!r} is unknown; expected one of {list(HORNET_CONFIGS)}")
-    for k in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
-        kwargs.pop(k, None)
     cfg = HORNET_CONFIGS[size]
     depths, dims = cfg["depths"], cfg["dims"]
     global_filter = cfg.get("global_filter", (False,) * 4)
     # timm builds the stem, the downsampling layers and the head; the stages get HorNet's blocks
-    model = ConvNeXt(depths=(0, 0, 0, 0), dims=dims, **kwargs)
+    model = ConvNeXt(depths=(0, 0, 0, 0), dims=dims, **without_timm_keys(kwargs))
     n = sum(depths)  # their per-block drop-path schedule, linspace(0, drop_path_rate, n)
     rates = [drop_path_rate * i / max(n - 1, 1) for i in range(n)]
     for i, (stage, dim, depth, order, gf) in enumerate(zip(model.stages, dims, depths, ORDERS, global_filter)):
@@ -166,20 +164,8 @@ def hornet(size: str, img_size: int = 224, ls_init_value: float = 1e-6, drop_pat
         stage.blocks = nn.Sequential(*[HorNetBlock(dim, order, grid, rates.pop(0), ls_init_value)
                                        for _ in range(depth)])
         stage.blocks.apply(_init_weights)
-    model.pretrained_cfg = dict(architecture=f"hornet_{size}", input_size=(model.in_chans, img_size, img_size),
-                                mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
-                                num_classes=model.num_classes, interpolation="bicubic", crop_pct=0.875)
+    model.pretrained_cfg = imagenet_cfg(f"hornet_{size}", model, img_size)
     return model
 
 
-def _factory(size: str):
-    def build(pretrained: bool = False, **kwargs):
-        if pretrained:
-            raise ValueError(f"hornet_{size} has no pretrained weights: it is trained from scratch here")
-        return hornet(size, **kwargs)
-    return build
-
-
-for _size, _cfg in HORNET_CONFIGS.items():
-    register_family(f"hornet_{_size}", _factory(_size), f"HorNet {_size}: {_cfg} (arXiv 2207.14284).", __name__,
-                    globals())
+register_sizes("hornet", HORNET_CONFIGS, hornet, "HorNet {size}: {cfg} (arXiv 2207.14284).", __name__, globals())

@@ -26,7 +26,7 @@ from timm.models.convnext import ConvNeXt
 from torch import Tensor, nn
 
 from ..layers import QuadraticConv2d, QuadraticLinear
-from .build import register_family
+from .build import imagenet_cfg, register_sizes, without_timm_keys
 
 __all__ = ["QUADRANET_V1_CONFIGS", "QuadraBlock", "quadranet_v1"]
 
@@ -92,12 +92,10 @@ def quadranet_v1(size: str, memory_efficient: bool = False, kernel: str = "bilin
     """A QuadraNet V1 model of the given size; `kwargs` go to timm's ConvNeXt (num_classes, in_chans, ...)."""
     if size not in QUADRANET_V1_CONFIGS:
         raise ValueError(f"QuadraNet V1 size {size!r} is unknown; expected one of {list(QUADRANET_V1_CONFIGS)}")
-    for k in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
-        kwargs.pop(k, None)
     cfg = dict(QUADRANET_V1_CONFIGS[size])
     depths, dims, quadratic_mlp = cfg.pop("depths"), cfg.pop("dims"), cfg.pop("quadratic_mlp", False)
     # timm builds the stem, the downsampling layers and the head; the stages get the authors' blocks
-    model = ConvNeXt(depths=(0, 0, 0, 0), dims=dims, **cfg, **kwargs)
+    model = ConvNeXt(depths=(0, 0, 0, 0), dims=dims, **cfg, **without_timm_keys(kwargs))
     n = sum(depths)  # their per-block drop-path schedule, linspace(0, drop_path_rate, n)
     rates = [drop_path_rate * i / max(n - 1, 1) for i in range(n)]
     for stage, dim, depth in zip(model.stages, dims, depths):
@@ -105,21 +103,9 @@ def quadranet_v1(size: str, memory_efficient: bool = False, kernel: str = "bilin
             QuadraBlock(dim, rates.pop(0), ls_init_value, quadratic_mlp=quadratic_mlp, kernel=kernel,
                         memory_efficient=memory_efficient) for _ in range(depth)])
         stage.blocks.apply(_init_weights)
-    model.pretrained_cfg = dict(architecture=f"quadranet_v1_{size}", input_size=(3, 224, 224),
-                                mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
-                                num_classes=model.num_classes, interpolation="bicubic", crop_pct=0.875)
+    model.pretrained_cfg = imagenet_cfg(f"quadranet_v1_{size}", model)
     return model
 
 
-def _v1_factory(size: str):
-    def build(pretrained: bool = False, **kwargs):
-        if pretrained:
-            raise ValueError(f"quadranet_v1_{size} has no pretrained weights: it is trained from scratch here")
-        return quadranet_v1(size, **kwargs)
-    return build
-
-
-for _size in QUADRANET_V1_CONFIGS:
-    register_family(f"quadranet_v1_{_size}", _v1_factory(_size),
-                    f"QuadraNet V1 {_size}: {QUADRANET_V1_CONFIGS[_size]} (miniHuiHui/QuadraNet, QuadraNet.py).",
-                    __name__, globals())
+register_sizes("quadranet_v1", QUADRANET_V1_CONFIGS, quadranet_v1,
+               "QuadraNet V1 {size}: {cfg} (miniHuiHui/QuadraNet, QuadraNet.py).", __name__, globals())
