@@ -32,25 +32,6 @@ def test_forward_and_backward_shapes():
     assert x.grad.shape == x.shape
 
 
-def test_every_parameter_gets_a_finite_gradient():
-    model = timm.create_model("focalnet_test", num_classes=5)
-    model(torch.randn(2, 3, 32, 32)).logsumexp(1).sum().backward()
-    bad = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()
-           or not p.grad.any()]
-    assert bad == []
-
-
-def test_same_seed_same_model_and_output():
-    x = torch.randn(2, 3, 32, 32)
-    outputs = []
-    for _ in range(2):
-        torch.manual_seed(1)
-        outputs.append(timm.create_model("focalnet_test", num_classes=5).eval()(x))
-    assert torch.equal(outputs[0], outputs[1])
-
-
-def test_unknown_size_and_pretrained_weights_are_refused():
+def test_an_unknown_size_is_refused():
     with pytest.raises(ValueError, match="'huge' is unknown; expected one of"):
         quadranet.models.focalnet("huge")
-    with pytest.raises(ValueError, match="focalnet_test has no pretrained weights"):
-        timm.create_model("focalnet_test", pretrained=True)

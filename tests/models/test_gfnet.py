@@ -35,23 +35,12 @@ def test_forward_and_backward_shapes(build, grid, width):
     assert x.grad.shape == x.shape
 
 
-@pytest.mark.parametrize("build", [lambda: timm.create_model("gfnet_test", num_classes=5, drop_path_rate=0.1),
-                                   lambda: _small_isotropic(num_classes=5)], ids=["hierarchical", "isotropic"])
-def test_every_parameter_gets_a_finite_gradient(build):
-    model = build()
+def test_every_parameter_of_the_isotropic_design_gets_a_finite_gradient():
+    model = _small_isotropic(num_classes=5)
     model(torch.randn(2, 3, 32, 32)).logsumexp(1).sum().backward()
     bad = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()
            or not p.grad.any()]
     assert bad == []
-
-
-def test_same_seed_same_model_and_output():
-    x = torch.randn(2, 3, 32, 32)
-    outputs = []
-    for _ in range(2):
-        torch.manual_seed(1)
-        outputs.append(timm.create_model("gfnet_test", num_classes=5).eval()(x))
-    assert torch.equal(outputs[0], outputs[1])
 
 
 def test_global_filter_gradcheck_in_input_and_filter():

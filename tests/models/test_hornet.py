@@ -26,29 +26,12 @@ def test_forward_and_backward_shapes():
     assert x.grad.shape == x.shape
 
 
-def test_every_parameter_gets_a_finite_gradient():
-    model = timm.create_model("hornet_test", num_classes=5, drop_path_rate=0.1)
-    model(torch.randn(2, 3, 32, 32)).logsumexp(1).sum().backward()
-    bad = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()
-           or not p.grad.any()]
-    assert bad == []
-
-
 def test_every_parameter_of_a_gf_block_gets_a_finite_gradient():
     block = HorNetBlock(32, order=4, grid=(8, 8), ls_init_value=1.0)
     block(torch.randn(2, 32, 8, 8)).square().sum().backward()
     bad = [n for n, p in block.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()
            or not p.grad.any()]
     assert bad == []
-
-
-def test_same_seed_same_model_and_output():
-    x = torch.randn(2, 3, 32, 32)
-    outputs = []
-    for _ in range(2):
-        torch.manual_seed(1)
-        outputs.append(timm.create_model("hornet_test", num_classes=5).eval()(x))
-    assert torch.equal(outputs[0], outputs[1])
 
 
 @pytest.mark.parametrize("order", [1, 2, 3, 5])
@@ -76,11 +59,9 @@ def test_gnconv_rejects_a_width_the_order_does_not_divide():
         GnConv(6, order=3)
 
 
-def test_unknown_size_and_pretrained_weights_are_refused():
+def test_an_unknown_size_is_refused():
     with pytest.raises(ValueError, match="'huge' is unknown; expected one of"):
         quadranet.models.hornet("huge")
-    with pytest.raises(ValueError, match="hornet_test has no pretrained weights"):
-        timm.create_model("hornet_test", pretrained=True)
 
 
 def test_gf_sizes_its_filters_from_img_size_and_runs_at_another():
