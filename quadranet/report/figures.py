@@ -521,6 +521,8 @@ def _cost_panel(ax, here: pd.DataFrame, lines: dict, times: pd.DataFrame, sv: pd
 
 def fig6_accuracy_vs_cost(runs, curves, bench, **_):
     r = finished(runs, "e1")
+    if len(r):  # backbones trained from scratch alone (the high-order peers) have no adaptation to cost: figure 4
+        r = r[r.groupby(["hardware", "backbone"])["method"].transform("nunique") > 1]
     panels = list(dict.fromkeys(zip(r["hardware"], r["backbone"], r["variant"]))) if len(r) else []
     n = max(len(panels), 1)
     cols = min(n, 3)
@@ -714,12 +716,16 @@ def _high_order_points(runs: pd.DataFrame, bench: pd.DataFrame) -> tuple[pd.Data
     peers = b[b["variant"].isin(PEER_LABELS)]
     if peers.empty:
         return pd.DataFrame(), ""
-    src = peers.groupby(["hardware", "source"])["variant"].nunique().idxmax()
-    b = b[(b["hardware"] == src[0]) & (b["source"] == src[1])].drop_duplicates("variant").set_index("variant")
     r = finished(runs, "e1")
     if r.empty or "cfg.model.arch" not in r:
         return pd.DataFrame(), ""
     r = r.drop_duplicates(["hardware", "run"])
+    # the bench CSV with the most peers whose networks have runs (a size without runs has nothing to draw)
+    have = peers[peers["arch"].isin(set(r["cfg.model.arch"]))]
+    if have.empty:
+        return pd.DataFrame(), ""
+    src = have.groupby(["hardware", "source"])["variant"].nunique().idxmax()
+    b = b[(b["hardware"] == src[0]) & (b["source"] == src[1])].drop_duplicates("variant").set_index("variant")
     base = b.loc["first_order", "arch"] if "first_order" in b.index else None
     wanted = {"first_order": (r["method"] == "fo_scratch") & (r["cfg.model.arch"] == base),
               "adapted": (r["method"] == "adapt") & (r["variant"] == "intask") & (r["cfg.model.arch"] == base)}
@@ -751,12 +757,14 @@ def fig4_architecture(runs, curves, bench, arch: str = "convnext_atto", **_):
 
     first = timm.create_model(arch, num_classes=10)
     adapted = quadranet.quadratize(timm.create_model(arch, num_classes=10))
-    v1 = timm.create_model("quadranet_v1_atto", num_classes=10)
+    v1_arch = {"test_convnext": "quadranet_v1_test"}.get(arch, f"quadranet_v1_{arch.removeprefix('convnext_')}")
+    v1_arch = v1_arch if timm.is_model(v1_arch) else "quadranet_v1_atto"  # the V1 network of the same shape
+    v1 = timm.create_model(v1_arch, num_classes=10)
     block, v1_block = _first_block(adapted, QuadraticAdapter), _first_block(v1, QuadraticConv2d)
     fig = plt.figure(figsize=(14, 10.5), layout="constrained")
     top, bottom = fig.subfigures(2, 1, height_ratios=[1.35, 1])
     for ax, (title, model, name) in zip(top.subplots(1, 3), [
-            (f"first-order {arch}", first, block), ("QuadraNet V1 (quadranet_v1_atto)", v1, v1_block),
+            (f"first-order {arch}", first, block), (f"QuadraNet V1 ({v1_arch})", v1, v1_block),
             (f"QuadraNet V2: quadratized {arch}", adapted, block)]):
         _draw_block(ax, title, model, name)
     top.suptitle("One block of each network, drawn from the modules the code builds (orange: quadratic neurons; "
