@@ -156,7 +156,8 @@ class ConversionReport:
     def __str__(self) -> str:
         return (f"{len(self.layers)} layers converted: +{self.params_added:,} params "
                 f"({100 * self.params_overhead:.2f}%), +{self.flops_added:,} FLOPs "
-                f"({100 * self.flops_overhead:.2f}%) at input {self.input_size}")
+                f"({100 * self.flops_overhead:.2f}%) at input {self.input_size}, on a model of "
+                f"{self.params_model - self.params_added:,} params and {self.flops_model - self.flops_added:,} FLOPs")
 
 
 def conversion_report(model: nn.Module, input_size: Sequence[int] = (3, 224, 224)) -> ConversionReport:
