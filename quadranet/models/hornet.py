@@ -139,7 +139,8 @@ class HorNetBlock(nn.Module):
 
 
 def _init_weights(m: nn.Module) -> None:
-    """Their `_init_weights` (uniform_init=False): trunc-normal(0.02) conv / linear weights, zero biases."""
+    """Their `_init_weights` (uniform_init=False): trunc-normal(0.02) conv / linear weights, zero biases. Torch's
+    trunc_normal_, as the HorNet authors call it; V1's uses timm's, which draws other numbers from the same seed."""
     if isinstance(m, (nn.Conv2d, nn.Linear)):
         nn.init.trunc_normal_(m.weight, std=0.02)
         if m.bias is not None:

@@ -4,7 +4,6 @@ import importlib.util
 
 import pandas as pd
 import pytest
-import torch
 
 from quadranet.cli import main
 from quadranet.bench.runtimes import RUNTIME_VARIANTS, target
@@ -12,14 +11,6 @@ from quadranet.bench.runtimes import RUNTIME_VARIANTS, target
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 RUNTIMES = ["onnxruntime"] + (["openvino"] if importlib.util.find_spec("openvino") else [])
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.mark.slow

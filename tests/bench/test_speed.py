@@ -19,15 +19,6 @@ def _cli(argv):
     assert main(argv) == 0
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine a descheduled OpenMP thread stalls every op."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def model_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "bench.csv"
